@@ -82,16 +82,13 @@ arguments:
 outputs:
   dl2:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: DL2 file (HDF5, ctapipe data model) - the input plus the model predictions.
     outputBinding:
       glob: $(inputs.input.nameroot).applied.h5
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.input.nameroot).applied.provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

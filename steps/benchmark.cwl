@@ -167,28 +167,25 @@ outputs:
       glob: $(inputs.output_dir)
   report:
     type: File?
-    format: iana:text/html
+    format: https://www.iana.org/assignments/media-types/text/html
     doc: Self-contained HTML report (plots embedded, metric table with pass/warn/fail).
     outputBinding:
       glob: $(inputs.output_dir)/report.html
   metrics:
     type: File?
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Summary metrics with status (input of compare mode).
     outputBinding:
       glob: $(inputs.output_dir)/metrics.json
   metric_curves:
     type: File?
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: Metric curves with units (HDF5 tables under /benchmark).
     outputBinding:
       glob: $(inputs.output_dir)/metrics.h5
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.output_dir).provenance.json
-$namespaces:
-  iana: https://www.iana.org/assignments/media-types/
-  edam: http://edamontology.org/

@@ -121,21 +121,19 @@ arguments:
 outputs:
   irf:
     type: File
-    format: iana:application/fits
+    format: https://www.iana.org/assignments/media-types/application/fits
     doc: IRF file (GADF - EFFECTIVE AREA, ENERGY DISPERSION, POINT SPREAD FUNCTION or RAD_MAX, BACKGROUND).
     outputBinding:
       glob: $(inputs.output_filename)
   performance:
     type: File?
-    format: iana:application/fits
+    format: https://www.iana.org/assignments/media-types/application/fits
     doc: Performance file (ENERGY BIAS RESOLUTION, ANGULAR RESOLUTION, SENSITIVITY).
     outputBinding:
       glob: $(inputs.performance_filename)
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.output_filename).provenance.json
-$namespaces:
-  iana: https://www.iana.org/assignments/media-types/

@@ -166,22 +166,19 @@ arguments:
 outputs:
   dl1:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: DL1 file (HDF5, ctapipe data model) named after the first input.
     outputBinding:
       glob: $(inputs.inputs[0].nameroot).dl1.h5
   reduced_dl0:
     type: File?
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: The reduced DL0 file (HDF5), when reduced_dl0_filename is given.
     outputBinding:
       glob: $(inputs.reduced_dl0_filename)
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.inputs[0].nameroot).dl1.provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

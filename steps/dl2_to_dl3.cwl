@@ -122,16 +122,13 @@ arguments:
 outputs:
   dl3:
     type: File
-    format: iana:application/fits
+    format: https://www.iana.org/assignments/media-types/application/fits
     doc: DL3 file (GADF FITS) of the run, named after the input.
     outputBinding:
       glob: $(inputs.input.nameroot).dl3.fits
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.input.nameroot).dl3.provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

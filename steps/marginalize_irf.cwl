@@ -95,16 +95,13 @@ arguments:
 outputs:
   irf:
     type: File
-    format: iana:application/fits
+    format: https://www.iana.org/assignments/media-types/application/fits
     doc: The IRF of the observation (GADF FITS).
     outputBinding:
       glob: $(inputs.output)
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.output).provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

@@ -75,16 +75,13 @@ arguments:
 outputs:
   merged:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: The merged HDF5 file (ctapipe data model).
     outputBinding:
       glob: $(inputs.output_name)
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.output_name).provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

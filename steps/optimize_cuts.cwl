@@ -122,15 +122,13 @@ arguments:
 outputs:
   cuts:
     type: File
-    format: iana:application/fits
+    format: https://www.iana.org/assignments/media-types/application/fits
     doc: Cuts file (FITS - QUALITY_CUTS_EXPR, GH_CUTS, VALID_ENERGY, VALID_OFFSET, RAD_MAX, PROVENANCE).
     outputBinding:
       glob: $(inputs.output_filename)
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.output_filename).provenance.json
-$namespaces:
-  iana: https://www.iana.org/assignments/media-types/

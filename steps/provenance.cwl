@@ -65,10 +65,7 @@ outputs:
     doc: The lineage as text (or JSON with as_json).
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.input.nameroot).lineage.provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

@@ -110,28 +110,25 @@ outputs:
       glob: $(inputs.output_dir)
   report:
     type: File
-    format: iana:text/html
+    format: https://www.iana.org/assignments/media-types/text/html
     doc: Self-contained HTML report (plots embedded, metric tables with OK/WARNING/BAD).
     outputBinding:
       glob: $(inputs.output_dir)/report.html
   metrics:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Every metric with its value, reference ranges and status; status per level and of the run.
     outputBinding:
       glob: $(inputs.output_dir)/metrics.json
   metric_tables:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: Metric tables with units (HDF5 under /quality/<level>, all metrics in /quality/metrics).
     outputBinding:
       glob: $(inputs.output_dir)/metrics.h5
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.output_dir).provenance.json
-$namespaces:
-  iana: https://www.iana.org/assignments/media-types/
-  edam: http://edamontology.org/

@@ -292,22 +292,19 @@ arguments:
 outputs:
   dl0:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: The simulated DL0 file (HDF5, ctapipe data model).
     outputBinding:
       glob: $(inputs.output_filename)
   truth:
     type: File?
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: The truth of a simulated observation run (HDF5), when truth_output_filename is given.
     outputBinding:
       glob: $(inputs.truth_output_filename)
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.output_filename).provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

@@ -74,22 +74,19 @@ arguments:
 outputs:
   train:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: The first part (fraction of the events), <input>.train.h5.
     outputBinding:
       glob: $(inputs.input.nameroot).train.h5
   test:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: The second part (the rest of the events), <input>.test.h5.
     outputBinding:
       glob: $(inputs.input.nameroot).test.h5
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.input.nameroot).split.provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

@@ -92,22 +92,19 @@ arguments:
 outputs:
   model:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: iactpipe model file (HDF5 - flat trees per telescope type and JSON metadata; no pickle).
     outputBinding:
       glob: $(inputs.inputs[0].nameroot).energy_model.h5
   cross_validation:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: Cross-validation predictions per telescope type (HDF5, ctapipe's /cv_predictions layout).
     outputBinding:
       glob: $(inputs.inputs[0].nameroot).energy_cv.h5
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.inputs[0].nameroot).energy_model.provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

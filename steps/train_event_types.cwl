@@ -98,16 +98,13 @@ arguments:
 outputs:
   model:
     type: File
-    format: edam:format_3590
+    format: http://edamontology.org/format_3590
     doc: Event-type model file (HDF5 - energy bins, estimator boundaries per bin and JSON metadata; no pickle).
     outputBinding:
       glob: $(inputs.inputs[0].nameroot).event_types.h5
   provenance_log:
     type: File
-    format: iana:application/json
+    format: https://www.iana.org/assignments/media-types/application/json
     doc: Provenance record of this run (JSON).
     outputBinding:
       glob: $(inputs.inputs[0].nameroot).event_types.provenance.json
-$namespaces:
-  edam: http://edamontology.org/
-  iana: https://www.iana.org/assignments/media-types/

@@ -72,7 +72,7 @@ def test_workflow_validates(path):
 def test_portable_to_dirac_cwl(path):
     """No JavaScript, ResourceRequirement first, and cwl_utils loads it as dirac-cwl does (v1.2 classes)."""
     from cwl_utils.pack import pack
-    from cwl_utils.parser import cwl_v1_2, load_document_by_uri
+    from cwl_utils.parser import cwl_v1_2, load_document, load_document_by_uri
 
     doc = load(path)
     assert doc["cwlVersion"] == "v1.2"
@@ -95,6 +95,42 @@ def test_portable_to_dirac_cwl(path):
 
     packed = pack(str(path))
     assert "${" not in json.dumps(packed)
+    # dirac-cwl's submission loads the packed document (tools inlined): no $namespaces inside a tool
+    loaded = load_document(packed, baseuri=".")
+    assert isinstance(loaded, kinds)
+    # ... and writes it back with relative ids for the job wrapper's cwltool
+    assert not _sources_changed_by_save(loaded), "a step input named <step>_<x> loses its step prefix"
+
+
+def _sources_changed_by_save(process):
+    """(step, input, source, saved) where cwl_utils' save(relative_uris=True), as dirac-cwl writes a job's task,
+    shortens a step input's source wrongly: it strips the step's own id as a string prefix, so a workflow input
+    `merge_config` feeding step `merge` becomes `_config`."""
+    from cwl_utils.parser import save
+
+    changed = []
+
+    def walk(absolute, relative):
+        if isinstance(absolute, dict):
+            if absolute.get("class") == "Workflow":
+                for step_a, step_r in zip(absolute.get("steps", []), relative.get("steps", [])):
+                    for in_a, in_r in zip(step_a.get("in", []), step_r.get("in", [])):
+                        for src_a, src_r in zip(_as_list(in_a.get("source")), _as_list(in_r.get("source"))):
+                            src_a = src_a.split("#")[-1]
+                            if not (src_a == src_r or src_a.endswith("/" + src_r)):
+                                changed.append((step_r["id"], in_r["id"], src_a, src_r))
+            for key in absolute:
+                walk(absolute[key], relative[key])
+        elif isinstance(absolute, list):
+            for a, r in zip(absolute, relative):
+                walk(a, r)
+
+    walk(save(process, relative_uris=False), save(process, relative_uris=True))
+    return changed
+
+
+def _as_list(value):
+    return [value] if isinstance(value, str) else list(value or [])
     if doc["class"] == "Workflow":
         # every tool a workflow runs, once inlined, keeps ResourceRequirement first
         for node in _processes(packed):
@@ -317,6 +353,51 @@ def test_cwltool_process_simulations_parallel(tmp_path, dl0_files, numba_cache):
     assert any(numba_cache.rglob("*.nbi"))
 
 
+def test_cwltool_quality_metrics(tmp_path, dl0_files, numba_cache):
+    """quality_metrics.cwl on a DL0 file and its DL1: a report whose metrics are those iactpipe-quality computes."""
+    dl1 = tmp_path / "gamma.dl1.h5"
+    subprocess.run([str(BIN / "iactpipe-dl0-to-dl1"), str(dl0_files[0]), "--output", str(dl1)], check=True,
+                   capture_output=True, env={**env_with_venv(), "NUMBA_CACHE_DIR": str(numba_cache)})
+    job = {"dl0": {"class": "File", "path": str(dl0_files[0])}, "dl1": {"class": "File", "path": str(dl1)},
+           "output_dir": "quality_31", "numba_cache_dir": str(numba_cache)}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    proc = cwltool("--outdir", tmp_path / "out", ROOT / "workflows" / "quality_metrics.cwl", "job.json",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    report = Path(result["report_dir"]["path"])
+    assert report.name == "quality_31" and (report / "report.html").stat().st_size > 1000
+    metrics = json.loads(Path(result["metrics"]["path"]).read_text())
+    direct = tmp_path / "direct"
+    subprocess.run([str(BIN / "iactpipe-quality"), "--dl0", str(dl0_files[0]), "--dl1", str(dl1),
+                    "--output-dir", str(direct)], check=True, capture_output=True,
+                   env={**env_with_venv(), "NUMBA_CACHE_DIR": str(numba_cache)})
+    expected = json.loads((direct / "metrics.json").read_text())
+    for key in ("created", "inputs"):  # when and where from (cwltool stages the inputs) differ
+        metrics.pop(key), expected.pop(key)
+    assert metrics == expected and metrics["metrics"]
+
+
+def test_cwltool_provenance_research_object(tmp_path, dl0_files, numba_cache):
+    """cwltool --provenance (without --parallel: cwltool then records every tool run, see docs/workflows.md)
+    writes a research object with a run of every step and the products themselves, by checksum."""
+    job = {"dl0_files": [{"class": "File", "path": str(p)} for p in dl0_files], "numba_cache_dir": str(numba_cache)}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    ro = tmp_path / "ro"
+    proc = cwltool("--provenance", ro, "--outdir", tmp_path / "out", ROOT / "workflows" / "process_simulations.cwl",
+                   "job.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    text = "\n".join(p.read_text() for p in (ro / "metadata" / "provenance").glob("*.cwlprov.provn"))
+    runs = dict(re.findall(r'activity\(id:([0-9a-f-]+),[^\n]*prov:label="Run of workflow/packed.cwl#main/'
+                           r'([a-z_0-9]+?)(?:_\d+)?"', text))  # run id -> step (a run may appear in two files)
+    steps = list(runs.values())
+    assert steps.count("make_dl1") == steps.count("make_dl2") == len(dl0_files) and steps.count("merge_dl2") == 1
+    for product in [result["dl2"], *result["dl1"]]:
+        sha1 = product["checksum"].split("$")[1]
+        assert (ro / "data" / sha1[:2] / sha1).is_file(), product["basename"]
+
+
 def test_cwltool_reports_a_failing_step(tmp_path):
     """A broken input fails the workflow (non-zero exit) and leaves no output file."""
     bad = tmp_path / "broken.dl0.h5"
@@ -386,7 +467,7 @@ def _walk(tree):
 
 def test_engines_makefile_fragment_names_its_targets():
     text = (ROOT / "mk" / "engines.mk").read_text()
-    for target in ("test-slurm:", "test-containers:", "image:"):
+    for target in ("test-slurm:", "test-containers:", "image:", "test-dirac:"):
         assert target in text
     for script in re.findall(r"scripts/[\w/.-]+\.sh", text):
         assert (ROOT / script).is_file() and os.access(ROOT / script, os.X_OK), script

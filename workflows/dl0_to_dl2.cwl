@@ -28,7 +28,7 @@ inputs:
     default: ""
     doc: Directory for numba's compiled-kernel cache shared by all steps (empty - numba's default location).
 steps:
-  dl0_to_dl1:
+  make_dl1:
     run: ../steps/dl0_to_dl1.cwl
     in:
       inputs:
@@ -38,10 +38,10 @@ steps:
       write_images: write_images
       numba_cache_dir: numba_cache_dir
     out: [dl1, provenance_log]
-  dl1_to_dl2:
+  make_dl2:
     run: ../steps/dl1_to_dl2.cwl
     in:
-      input: dl0_to_dl1/dl1
+      input: make_dl1/dl1
       config: dl1_to_dl2_config
       numba_cache_dir: numba_cache_dir
     out: [dl2, provenance_log]
@@ -49,16 +49,16 @@ outputs:
   dl1:
     type: File
     doc: DL1 file (parameters, and images with write_images).
-    outputSource: dl0_to_dl1/dl1
+    outputSource: make_dl1/dl1
   dl2:
     type: File
     doc: DL2 file (DL1 parameters and the reconstructed stereo geometry).
-    outputSource: dl1_to_dl2/dl2
+    outputSource: make_dl2/dl2
   dl1_provenance_log:
     type: File
     doc: Provenance record of the DL0 -> DL1 step (JSON).
-    outputSource: dl0_to_dl1/provenance_log
+    outputSource: make_dl1/provenance_log
   dl2_provenance_log:
     type: File
     doc: Provenance record of the DL1 -> DL2 step (JSON).
-    outputSource: dl1_to_dl2/provenance_log
+    outputSource: make_dl2/provenance_log

@@ -103,7 +103,7 @@ steps:
       config: apply_config
       numba_cache_dir: numba_cache_dir
     out: [dl2, provenance_log]
-  optimize:
+  optimize_cuts:
     run: ../steps/optimize_cuts.cwl
     in:
       gamma_file:
@@ -128,7 +128,7 @@ steps:
     scatter: [gamma_file, proton_file, electron_file]
     scatterMethod: dotproduct
     in:
-      cuts: optimize/cuts
+      cuts: optimize_cuts/cuts
       gamma_file: apply_gamma/dl2
       proton_file: apply_proton/dl2
       electron_file: apply_electron/dl2
@@ -145,7 +145,7 @@ outputs:
   cuts:
     type: File
     doc: Cuts file (GH_CUTS, RAD_MAX, validity ranges) for iactpipe-dl2-to-dl3.
-    outputSource: optimize/cuts
+    outputSource: optimize_cuts/cuts
   irfs:
     type: File[]
     doc: IRF file per zenith of the grid (GADF; input of iactpipe-marginalize-irf).
@@ -167,5 +167,5 @@ outputs:
   provenance_logs:
     type: File[]
     doc: Provenance records of every step (JSON).
-    outputSource: [apply_gamma/provenance_log, apply_proton/provenance_log, apply_electron/provenance_log, optimize/provenance_log, compute_irf/provenance_log]
+    outputSource: [apply_gamma/provenance_log, apply_proton/provenance_log, apply_electron/provenance_log, optimize_cuts/provenance_log, compute_irf/provenance_log]
     linkMerge: merge_flattened

@@ -90,7 +90,7 @@ steps:
       dl1_to_dl2_config: dl1_to_dl2_config
       numba_cache_dir: numba_cache_dir
     out: [dl1, dl2, dl1_provenance_log, dl2_provenance_log]
-  apply:
+  apply_models:
     run: ../steps/apply_models.cwl
     scatter: input
     in:
@@ -106,7 +106,7 @@ steps:
     scatter: observation
     in:
       irfs: irfs
-      observation: apply/dl2
+      observation: apply_models/dl2
       output:
         valueFrom: $(inputs.observation.nameroot).irf.fits
       config: marginalize_config
@@ -117,7 +117,7 @@ steps:
     scatter: [input, irf]
     scatterMethod: dotproduct
     in:
-      input: apply/dl2
+      input: apply_models/dl2
       irf: marginalize_irf/irf
       cuts: cuts
       object_name: object_name
@@ -128,14 +128,14 @@ steps:
       config: dl3_config
       numba_cache_dir: numba_cache_dir
     out: [dl3, provenance_log]
-  quality:
+  quality_report:
     run: ../steps/quality.cwl
     scatter: [dl0, dl1, dl2, dl3]
     scatterMethod: dotproduct
     in:
       dl0: runs
       dl1: process/dl1
-      dl2: apply/dl2
+      dl2: apply_models/dl2
       dl3: dl2_to_dl3/dl3
       output_dir:
         valueFrom: $(inputs.dl0.nameroot).quality
@@ -162,7 +162,7 @@ outputs:
   dl2:
     type: File[]
     doc: DL2 file of each run with the model predictions.
-    outputSource: apply/dl2
+    outputSource: apply_models/dl2
   run_irfs:
     type: File[]
     doc: Marginalized IRF of each run (also stored in its DL3 file).
@@ -174,9 +174,9 @@ outputs:
   quality_reports:
     type: Directory[]
     doc: Quality report directory of each run (report.html, metrics.json with OK/WARNING/BAD, metrics.h5).
-    outputSource: quality/report_dir
+    outputSource: quality_report/report_dir
   provenance_logs:
     type: File[]
     doc: Provenance records of every step (JSON).
-    outputSource: [process/dl1_provenance_log, process/dl2_provenance_log, apply/provenance_log, marginalize_irf/provenance_log, dl2_to_dl3/provenance_log, quality/provenance_log, index/provenance_log]
+    outputSource: [process/dl1_provenance_log, process/dl2_provenance_log, apply_models/provenance_log, marginalize_irf/provenance_log, dl2_to_dl3/provenance_log, quality_report/provenance_log, index/provenance_log]
     linkMerge: merge_flattened

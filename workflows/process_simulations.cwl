@@ -48,7 +48,7 @@ steps:
       write_images: write_images
       numba_cache_dir: numba_cache_dir
     out: [dl1, dl2, dl1_provenance_log, dl2_provenance_log]
-  merge:
+  merge_dl2:
     run: ../steps/merge.cwl
     in:
       inputs: process/dl2
@@ -60,7 +60,7 @@ outputs:
   dl2:
     type: File
     doc: Merged DL2 file of all inputs.
-    outputSource: merge/merged
+    outputSource: merge_dl2/merged
   dl1:
     type: File[]
     doc: DL1 file of each input.
@@ -68,5 +68,5 @@ outputs:
   provenance_logs:
     type: File[]
     doc: Provenance records of every step (JSON).
-    outputSource: [process/dl1_provenance_log, process/dl2_provenance_log, merge/provenance_log]
+    outputSource: [process/dl1_provenance_log, process/dl2_provenance_log, merge_dl2/provenance_log]
     linkMerge: merge_flattened

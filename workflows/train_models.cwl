@@ -58,7 +58,7 @@ inputs:
     default: ""
     doc: Directory for numba's compiled-kernel cache shared by all steps (empty - numba's default location).
 steps:
-  split:
+  split_background:
     run: ../steps/split.cwl
     in:
       input: background
@@ -83,7 +83,7 @@ steps:
     in:
       signal: gamma
       background:
-        source: [split/train]
+        source: [split_background/train]
         linkMerge: merge_flattened
       estimator: gammaness_estimator
       n_events: n_events
@@ -123,13 +123,13 @@ outputs:
   background_train:
     type: File
     doc: Training part of the background file.
-    outputSource: split/train
+    outputSource: split_background/train
   background_test:
     type: File
     doc: Test part of the background file (not seen by the models; IRF generation input).
-    outputSource: split/test
+    outputSource: split_background/test
   provenance_logs:
     type: File[]
     doc: Provenance records of every step (JSON).
-    outputSource: [split/provenance_log, train_energy/provenance_log, train_gammaness/provenance_log, train_disp/provenance_log]
+    outputSource: [split_background/provenance_log, train_energy/provenance_log, train_gammaness/provenance_log, train_disp/provenance_log]
     linkMerge: merge_flattened

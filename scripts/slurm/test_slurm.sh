@@ -58,7 +58,7 @@ check "process_simulations.cwl succeeded on Slurm" test $rc = 0
 check "merged DL2 written" test -s out_ps/gamma.dl2.h5
 new=$(tail -n +"$((before + 1))" "$JOBCOMP")
 check "its steps ran as COMPLETED Slurm jobs (jobcomp: $(grep -c 'JobState=COMPLETED' <<<"$new") jobs)" \
-  test "$(grep 'JobState=COMPLETED' <<<"$new" | grep -c -E 'dl0_to_dl1|dl1_to_dl2|merge')" -ge 3
+  test "$(grep 'JobState=COMPLETED' <<<"$new" | grep -c -E 'make_dl1|make_dl2|dl0_to_dl1|dl1_to_dl2|merge')" -ge 3
 
 # 2. train_models.cwl on Slurm
 cat > train.yaml <<YAML
@@ -88,7 +88,7 @@ before=$(wc -l < "$JOBCOMP")
 leader=$!
 done_before=0
 for _ in $(seq 600); do
-  done_before=$(tail -n +"$((before + 1))" "$JOBCOMP" | grep 'JobState=COMPLETED' | grep -c 'dl0_to_dl1')
+  done_before=$(tail -n +"$((before + 1))" "$JOBCOMP" | grep 'JobState=COMPLETED' | grep -c -E 'make_dl1|dl0_to_dl1')
   [ "$done_before" -ge 1 ] && break
   kill -0 $leader 2>/dev/null || break
   sleep 0.5
@@ -105,7 +105,7 @@ rc=$?
 check "restart after the killed leader succeeded" test $rc = 0
 check "restarted run wrote the merged DL2" test -s out_restart/restart.dl2.h5
 new=$(tail -n +"$((before + 1))" "$JOBCOMP")
-completed=$(grep 'JobState=COMPLETED' <<<"$new" | grep -c 'dl0_to_dl1')
+completed=$(grep 'JobState=COMPLETED' <<<"$new" | grep -c -E 'make_dl1|dl0_to_dl1')
 check "each DL0->DL1 step completed once over both runs ($completed for 3 files)" test "$completed" = 3
 lineage=$(iactpipe-provenance out_restart/restart.dl2.h5 | grep -c "made by iactpipe-dl0-to-dl1")
 check "the restarted product's lineage holds the 3 DL0->DL1 activities" test "$lineage" = 3
