@@ -1,8 +1,8 @@
 """DL0 -> DL1: iactpipe-dl0-to-dl1 against ctapipe-process 0.28, side by side on the same inputs.
 
 Inputs are real sim_telarray files replayed N times (``../shared/bench/make_replay.py``, event ids
-repeat) into a temporary directory, plus the same events as an iactpipe DL0 HDF5 file (R1
-waveforms).  Both tools run as separate processes, one thread each; throughput is telescope events
+repeat) into a temporary directory, plus the same events as iactpipe DL0 HDF5 files (R1
+float32 waveforms, and the compact DL0: uint16 samples of the selected gain + coefficients).  Both tools run as separate processes, one thread each; throughput is telescope events
 per second of wall time including start-up (import, numba cache load, instrument), and in steady
 state (minus the wall time of a one-event run).  ctapipe cannot read our DL0 HDF5 files, so the
 DL0-HDF5 ratio is against ctapipe-process on the equivalent sim_telarray file.  Kernels alone:
@@ -54,10 +54,12 @@ def n_telescope_events(dl1):
         return sum(n.nrows for n in h5.get_node("/dl1/event/telescope/parameters")._f_iter_nodes("Table"))
 
 
-def to_dl0_hdf5(simtel, output):
-    """The events of a sim_telarray file as an iactpipe DL0 file with R1 waveforms (our calibration).
+def to_dl0_hdf5(simtel, output, mode="r1"):
+    """The events of a sim_telarray file as an iactpipe DL0 file (our calibration and gain selection).
 
-    Replayed files repeat event ids; they are renumbered 1, 2, ... here.
+    ``mode`` ``r1``: R1 waveforms (float32); ``dl0``: the compact DL0 (raw samples of the
+    selected gain, uint16, plus the coefficients).  Replayed files repeat event ids; they
+    are renumbered 1, 2, ... here.
     """
     from iactpipe.image.calibration import calibrate_r1
     from iactpipe.image.processor import event_positions
@@ -66,7 +68,7 @@ def to_dl0_hdf5(simtel, output):
 
     reader = SimTelReader(simtel)
     next_id = 1
-    with DL0Writer(output, reader.run_info, mode="r1") as writer:
+    with DL0Writer(output, reader.run_info, mode=mode) as writer:
         for batch in reader.iter_batches(100):
             calibration = {**reader.run_info.calibration, **(batch.calibration or {})}
             new_ids = np.arange(next_id, next_id + len(batch), dtype=np.int64)
@@ -77,14 +79,18 @@ def to_dl0_hdf5(simtel, output):
             for tel_id, te in batch.tel.items():
                 c = calibration[tel_id]
                 te.r1, te.selected_gain_channel = calibrate_r1(te.r0, c.pedestal_per_sample, c.dc_to_pe)
-                te.r0 = None
+                if mode == "r1":
+                    te.r0 = None
             writer.write(batch)
         writer.close(reader.run_info.shower_distribution)
     return output
 
 
-def whole_step_rows(label, simtel, folder, dl0=None):
-    """Throughput of both tools on one sim_telarray file (and ours on its DL0 HDF5 copy)."""
+def whole_step_rows(label, simtel, folder, dl0_files=()):
+    """Throughput of both tools on one sim_telarray file (and ours on its DL0 HDF5 copies).
+
+    ``dl0_files``: (kind, path) of DL0 HDF5 files with the same events (kind: how they store them).
+    """
     rows = []
     out_ours, out_ct = Path(folder) / "ours.dl1.h5", Path(folder) / "ctapipe.dl1.h5"
     wall_ours, rss_ours = run_measured(ours([simtel], out_ours))
@@ -101,16 +107,19 @@ def whole_step_rows(label, simtel, folder, dl0=None):
                      notes=f"start-up (1-event run) {start_ours:.1f} s vs {start_ct:.1f} s"))
     rows.append(dict(benchmark=f"DL0→DL1 peak RSS, {label}", ours=rss_ours, reference=rss_ct, unit="MB",
                      notes="lower is better"))
-    if dl0 is not None:
+    for kind, dl0 in dl0_files:
         wall_dl0, _ = run_measured(ours([dl0], out_ours))
         n_dl0 = n_telescope_events(out_ours)
         start_dl0, _ = run_measured(ours([dl0], out_ours, ["--max-events", "1"]))
-        rows.append(dict(benchmark=f"DL0→DL1 iactpipe DL0 HDF5 (R1), {label}, incl. start-up", ours=n_dl0 / wall_dl0,
-                         reference=n_tel / wall_ct, unit="tel-events/s",
-                         notes=f"reference: ctapipe-process on the sim_telarray file; wall {wall_dl0:.1f} s"))
-        rows.append(dict(benchmark=f"DL0→DL1 iactpipe DL0 HDF5 (R1), {label}, steady state",
+        size = Path(dl0).stat().st_size / 1e6
+        rows.append(dict(benchmark=f"DL0→DL1 iactpipe DL0 HDF5 ({kind}), {label}, incl. start-up",
+                         ours=n_dl0 / wall_dl0, reference=n_tel / wall_ct, unit="tel-events/s",
+                         notes=f"reference: ctapipe-process on the sim_telarray file; wall {wall_dl0:.1f} s; "
+                               f"file {size:.0f} MB"))
+        rows.append(dict(benchmark=f"DL0→DL1 iactpipe DL0 HDF5 ({kind}), {label}, steady state",
                          ours=n_dl0 / max(wall_dl0 - start_dl0, 1e-3),
-                         reference=n_tel / max(wall_ct - start_ct, 1e-3), unit="tel-events/s", notes=""))
+                         reference=n_tel / max(wall_ct - start_ct, 1e-3), unit="tel-events/s",
+                         notes=f"start-up (1-event run) {start_dl0:.1f} s"))
     return rows
 
 
@@ -192,8 +201,10 @@ def run(quick=False):
     with tempfile.TemporaryDirectory(prefix="bench_dl0_dl1_") as folder:
         n202, n6 = (5, 30) if quick else (50, 300)
         run202 = replay(RUN202, n202, folder)
-        dl0 = to_dl0_hdf5(run202, Path(folder) / "run202.dl0.h5")
-        rows += whole_step_rows(f"prod5 proton LST+FlashCam (run202 ×{n202})", run202, folder, dl0)
+        dl0_files = [("R1 float32", to_dl0_hdf5(run202, Path(folder) / "run202.r1.dl0.h5")),
+                     ("compact DL0: uint16 samples of the selected gain",
+                      to_dl0_hdf5(run202, Path(folder) / "run202.dl0.h5", mode="dl0"))]
+        rows += whole_step_rows(f"prod5 proton LST+FlashCam (run202 ×{n202})", run202, folder, dl0_files)
         prod6 = replay(PROD6, n6, folder)
         rows += whole_step_rows(f"prod6 gamma LST+NectarCam (×{n6})", prod6, folder)
         # peak memory with a 10x larger input (ours only; both inputs span several chunks of 50 events)

@@ -301,3 +301,69 @@ def test_reduced_round_trip(tmp_path, r0_file):
                                           err_msg=attr)
         np.testing.assert_array_equal(calibration[tel_id].time_shift, sim.run_info().calibration[tel_id].time_shift)
         assert all(b.tel[tel_id].r0 is None for b in read if tel_id in b.tel)
+
+
+def _compact_batches(r0_file, n_batches=3):
+    """The first batches of the r0 file's run, gain-selected by `calibrate_r1` (as the step does),
+    with their R1 as calibrate_r1 computes it."""
+    from dataclasses import replace
+
+    from iactpipe.image.calibration import calibrate_r1
+
+    _, sim, written = r0_file
+    info = sim.run_info()
+    batches, expected = [], []
+    for batch in written[:n_batches]:
+        tel, r1 = {}, {}
+        for tel_id, te in batch.tel.items():
+            c = info.calibration[tel_id]
+            r1[tel_id], selected = calibrate_r1(te.r0, c.pedestal_per_sample, c.dc_to_pe)
+            tel[tel_id] = replace(te, r1=None, selected_gain_channel=selected, pixel_status=None)
+        batches.append(replace(batch, tel=tel))
+        expected.append(r1)
+    return info, batches, expected
+
+
+def test_compact_dl0_reads_back_as_calibrated_r1(tmp_path, r0_file):
+    """Mode 'dl0': uint16 samples of the selected gain + coefficients; read back bit for bit as calibrate_r1's R1."""
+    info, batches, expected = _compact_batches(r0_file)
+    out = tmp_path / "compact.dl0.h5"
+    with DL0Writer(out, info, mode="dl0") as writer:
+        for batch in batches:
+            writer.write(batch)
+        writer.close(r0_file[1].shower_distribution)
+    assert validate_file(out, require_schema=True) == []
+    with DL0Reader(out) as reader:
+        assert reader.kind == "dl0"
+        read = list(reader.iter_batches(7))
+    with tables.open_file(out) as h5:
+        assert "/r1/event/telescope" not in h5 and "/r0/event/telescope" not in h5
+        assert h5.root._v_attrs["CTA PRODUCT DATA LEVELS"] == "DL0"
+        stored = {t: h5.get_node(f"/dl0/event/telescope/waveforms/tel_{t:03d}").col("waveform") for t in (1, 2, 3, 4)}
+    for tel_id in (1, 2, 3, 4):
+        r1 = np.concatenate([e[tel_id] for e in expected if tel_id in e])
+        got = _tel_concat(read, tel_id, "r1")
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.uint32), r1.view(np.uint32), err_msg=f"tel {tel_id} R1 bits")
+        selected = _tel_concat(batches, tel_id, "selected_gain_channel")
+        np.testing.assert_array_equal(_tel_concat(read, tel_id, "selected_gain_channel"), selected)
+        np.testing.assert_array_equal(_tel_concat(read, tel_id, "pixel_status") & 12, np.where(selected == 0, 4, 8))
+        for attr in ("event_id", "true_image", "true_impact_distance", "n_trigger_pixels"):
+            np.testing.assert_array_equal(_tel_concat(read, tel_id, attr), _tel_concat(batches, tel_id, attr))
+        # what is stored: the raw samples of the selected gain, 2 bytes each
+        r0 = _tel_concat(batches, tel_id, "r0")
+        assert stored[tel_id].dtype == np.uint16
+        np.testing.assert_array_equal(stored[tel_id], np.take_along_axis(r0, selected[:, None, :, None], 1)[:, 0])
+
+
+def test_compact_dl0_needs_one_calibration_per_run(tmp_path, r0_file):
+    from dataclasses import replace
+
+    info, batches, _ = _compact_batches(r0_file, 2)
+    changed = {t: replace(c, dc_to_pe=c.dc_to_pe * 1.01) for t, c in info.calibration.items()}
+    with pytest.raises(ValueError, match="change within the run"):
+        with DL0Writer(tmp_path / "a.dl0.h5", info, mode="dl0") as writer:
+            writer.write(replace(batches[1], calibration=changed))
+    without = replace(info, calibration={t: c for t, c in info.calibration.items() if t != 2})
+    with pytest.raises(ValueError, match=r"tels \[2\] have none"):
+        DL0Writer(tmp_path / "b.dl0.h5", without, mode="dl0")

@@ -30,7 +30,7 @@ from iactpipe.image.processor import (
     settings_for_type,
 )
 from iactpipe.image.timing import timing_parameters
-from iactpipe.io.dl0 import DL0Reader
+from iactpipe.io.dl0 import DL0Reader, DL0Writer
 from iactpipe.io.dl1 import coefficients_at, read_calibration_coefficients, write_calibration_coefficients
 from iactpipe.io.events import TelescopeCalibration, TelescopeEvents
 from iactpipe.io.simtel import SimTelReader
@@ -518,6 +518,37 @@ def test_dl0_r1_equals_r0_recalibrated(dl0_files, workdir):
     with tables.open_file(r0_out) as h5:
         inputs = json.loads(str(h5.root._v_attrs["IACTPIPE INPUTS"]))
     assert [i["role"] for i in inputs] == ["input", "calibration coefficients"]
+
+
+def test_compact_dl0_gives_the_dl1_of_its_r1(dl0_files, workdir):
+    """Compact DL0 (uint16 samples of the selected gain + coefficients) gives exactly the DL1 of R1
+    waveforms with the same coefficients (mode r0), in fewer bytes than R1 alone (mode r1)."""
+    from iactpipe.image.calibration import calibrate_r1
+
+    with DL0Reader(dl0_files["r0"]) as reader:
+        info = reader.run_info
+        batches = list(reader.iter_batches(40))
+    for batch in batches:
+        for tel_id, te in batch.tel.items():
+            c = info.calibration[tel_id]
+            te.r1, te.selected_gain_channel = calibrate_r1(te.r0, c.pedestal_per_sample, c.dc_to_pe)
+            te.pixel_status = None
+    paths, outs = {}, {}
+    for mode in ("r1", "r0", "dl0"):
+        paths[mode] = workdir / f"sim_calibrated.{mode}.dl0.h5"
+        with DL0Writer(paths[mode], info, mode=mode) as writer:
+            for batch in batches:
+                writer.write(batch)
+            writer.close(info.shower_distribution)
+    assert os.path.getsize(paths["dl0"]) < os.path.getsize(paths["r1"])
+    for mode in ("r0", "dl0"):  # both: R1 input, time shifts from the file's coefficients
+        outs[mode] = workdir / f"sim_calibrated_{mode}.dl1.h5"
+        assert run_step([paths[mode], "-o", outs[mode], "--write-images"])[0] == 0
+    for group in (IMAGES, PARAMETERS):
+        a, b = tel_tables(outs["dl0"], group), tel_tables(outs["r0"], group)
+        assert sorted(a) == sorted(b) and len(a) > 2
+        for tel in a:
+            assert_rows_equal(a[tel], b[tel], f"{group} {tel}")
 
 
 def test_calibration_coefficients_round_trip_and_validity(tmp_path):

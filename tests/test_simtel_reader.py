@@ -551,6 +551,22 @@ def test_adc_decoder_equals_eventio(jump):
     assert decode_adc_samples(np.frombuffer(encoded[:-1], np.uint8), 0, out) == -1
 
 
+def test_adc_decoder_on_pedestal_like_traces():
+    """Real traces: one two-byte first value, then one-byte differences with a few longer ones (pulses)."""
+    from iactpipe.io.simtel import decode_adc_samples
+
+    rng = np.random.default_rng(1)
+    traces = 300 + rng.integers(-20, 21, size=(2, 64, 40))
+    traces[0, 5, 10:14] += [150, 2000, 900, 30]  # a pulse: two- and three-byte differences mid-trace
+    traces[1, 63, 39] = 65535  # a long difference in the last sample
+    encoded = encode_differential_varints(traces)
+    out = np.zeros((2, 64, 40), dtype=np.uint16)
+    assert decode_adc_samples(np.frombuffer(encoded, np.uint8), 0, out) == len(encoded)
+    np.testing.assert_array_equal(out, traces.astype(np.uint16))
+    for cut in (1, 2, 5, len(encoded) // 2, len(encoded) - 1):  # data ending inside runs and long values
+        assert decode_adc_samples(np.frombuffer(encoded[:-cut], np.uint8), 0, out) == -1
+
+
 def test_batches_end_when_waveform_buffer_is_full(simtel_dir, monkeypatch):
     import iactpipe.io.simtel as simtel
 

@@ -7,10 +7,15 @@ offset (counted in the decompressed stream) and never half-parsed.  Objects
 the pipeline does not need (photon bunches, pixel monitoring, image
 parameters, pixel timing, auxiliary traces ...) are skipped without parsing;
 MC event and photo-electron blocks are parsed only when an array event follows.
-ADC samples in sim_telarray's usual layout (no zero suppression / data
-reduction) are decoded by a numba kernel straight into the batch's waveform
-array (5x faster than eventio's decoder and no extra copy); other layouts and
-ADC sums go through eventio.
+Inside an event, sub-objects are located from their headers alone (`_children`,
+no eventio object per sub-object); the blocks that are used are read with
+small struct/numba decoders (tracking positions, trigger pixel counts, true
+p.e. counts per pixel) or by eventio (trigger block, other layouts).  ADC
+samples in sim_telarray's usual layout (no zero suppression / data reduction)
+are decoded by a numba kernel straight into the batch's waveform array, which
+is reused from batch to batch once the consumer has let go of the previous one;
+other layouts and ADC sums go through eventio.  Objects inside one decompressed
+chunk are handed on as memoryviews, without copies.
 
 Conventions follow ctapipe's ``SimTelEventSource`` (0.28) so that the same file
 gives the same numbers: obs_id = sim_telarray run number; event_id from the
@@ -26,6 +31,8 @@ type 0 dark pedestal -> 3, 1 pedestal -> 5, 2 single p.e. -> 1,
 import logging
 import math
 import struct
+import sys
+import warnings
 import zlib
 from collections import deque
 from io import BytesIO
@@ -35,7 +42,7 @@ import numpy as np
 import zstandard
 from eventio.base import KNOWN_OBJECTS, EventIOObject, parse_extension_field
 from eventio.header import parse_header_bytes
-from eventio.simtel.objects import TelescopeEvent, TrackingPosition
+from eventio.tools import read_varint
 from numba import njit
 
 from ..errors import DataError, IactpipeError, TruncatedFileError
@@ -102,7 +109,9 @@ class _Broken(Exception):
 class _ByteStream:
     """Sequential reader of a plain, gzip or zstd file that knows if a compressed stream ended early.
 
-    Bytes are taken from an internal buffer refilled in chunks of about 1 MiB.
+    Bytes come in chunks (1 MiB of file, decompressed).  ``buffer`` is a
+    read-only memoryview: objects inside one chunk are handed out as views
+    without copying; only an object that spans chunks is copied together.
     """
 
     def __init__(self, path):
@@ -116,9 +125,10 @@ class _ByteStream:
         else:
             self.kind = "plain"
         self._decoder = self._new_decoder() if self.kind != "plain" else None
-        self.buffer = b""
+        self.buffer = memoryview(b"")
         self.pos = 0  # read position in ``buffer``
         self.offset = 0  # stream offset of ``buffer[0]``
+        self._rest = None  # the part of the last chunk after ``buffer`` (memoryview), if any
         self.complete = True  # False once the compressed input ended inside a frame/member
 
     def _new_decoder(self):
@@ -149,20 +159,32 @@ class _ByteStream:
             if out:
                 return out
 
+    def _next_chunk(self):
+        if self._rest is not None:
+            chunk, self._rest = self._rest, None
+            return chunk
+        return memoryview(self._fill())
+
     def ensure(self, n):
         """Make at least ``n`` bytes available after ``pos`` if the stream has them; returns how many are."""
         available = len(self.buffer) - self.pos
         if available >= n:
             return available
-        parts = [self.buffer[self.pos:]]
+        parts = [self.buffer[self.pos:]] if available else []
+        self.offset += self.pos
         while available < n:
-            chunk = self._fill()
+            chunk = self._next_chunk()
             if not chunk:
                 break
+            if not parts and len(chunk) >= n:  # all of it in this chunk: no copy
+                self.buffer, self.pos = chunk, 0
+                return len(chunk)
+            take = n - available
+            if len(chunk) > take:  # copy only what is needed, keep the rest for later
+                chunk, self._rest = chunk[:take], chunk[take:]
             parts.append(chunk)
             available += len(chunk)
-        self.offset += self.pos
-        self.buffer = b"".join(parts)
+        self.buffer = memoryview(b"".join(parts))
         self.pos = 0
         return available
 
@@ -258,6 +280,102 @@ def _make_object(header, payload):
     return KNOWN_OBJECTS.get(header.type, EventIOObject)(header, BytesIO(payload))
 
 
+_SUB_HEADER = struct.Struct("<IiI")
+_EXTENDED_BIT, _ONLY_SUBOBJECTS_BIT, _LENGTH_MASK = 1 << 17, 1 << 30, (1 << 30) - 1
+
+
+class _Sub:
+    """Header of a sub-object inside a top-level payload: where its content is, nothing parsed."""
+
+    __slots__ = ("type", "version", "id", "start", "size", "header_start", "only_subobjects")
+
+    def __init__(self, kind, version, ident, start, size, header_start, only_subobjects):
+        self.type, self.version, self.id = kind, version, ident
+        self.start, self.size, self.header_start, self.only_subobjects = start, size, header_start, only_subobjects
+
+
+def _children(payload, start, end):
+    """The sub-objects of the container whose content is ``payload[start:end]`` (headers only).
+
+    Replaces eventio's object-by-object iteration where only a few children are
+    used; raises ValueError for a header or content that runs past the container.
+    """
+    children = []
+    pos = start
+    unpack = _SUB_HEADER.unpack_from
+    while pos < end:
+        if pos + 12 > end:
+            raise ValueError("sub-object header runs past its container")
+        word, ident, length = unpack(payload, pos)
+        size = length & _LENGTH_MASK
+        content = pos + 12
+        if word & _EXTENDED_BIT:
+            if pos + 16 > end:
+                raise ValueError("sub-object header runs past its container")
+            size += (struct.unpack_from("<I", payload, content)[0] & 0xFFF) << 30
+            content += 4
+        if content + size > end:
+            raise ValueError(f"sub-object type {word & 0xFFFF} runs past its container")
+        children.append(_Sub(word & 0xFFFF, word >> 20, ident, content, size, pos,
+                             bool(length & _ONLY_SUBOBJECTS_BIT)))
+        pos = content + size
+    return children
+
+
+def _sub_object(payload, sub):
+    """The eventio object of a sub-object (for the few that eventio parses)."""
+    header = parse_header_bytes(payload[sub.header_start:sub.header_start + 12])
+    header.content_size = sub.size
+    header.content_address = 0
+    return KNOWN_OBJECTS.get(sub.type, EventIOObject)(header, BytesIO(payload[sub.start:sub.start + sub.size]))
+
+
+def _history_lines(payload):
+    """(timestamp, line bytes) of the command/config lines (71/72) of a history block (70).
+
+    What eventio's ``HistoryCommandLine.parse`` / ``HistoryConfig.parse`` give, without
+    building an object per line (files hold thousands).
+    """
+    lines = []
+    for sub in _children(payload, 0, len(payload)):
+        if sub.type not in (71, 72) or sub.size < 6:
+            raise ValueError(f"history block holds object type {sub.type} of {sub.size} bytes")
+        timestamp, length = _HISTORY_LINE.unpack_from(payload, sub.start)
+        available = sub.size - 6
+        if length < 0 or length > available:
+            length = available
+        lines.append((timestamp, bytes(payload[sub.start + 6:sub.start + 6 + length])))
+    return lines
+
+
+_HISTORY_LINE = struct.Struct("<ih")
+
+
+def _camera_organization(header, payload):
+    """The counts of a camera organization block (2003); its per-pixel wiring is not needed."""
+    if header.version not in (1, 2):
+        raise ValueError(f"camera organization version {header.version} not supported")
+    if len(payload) < 16:
+        raise ValueError("camera organization block too short")
+    n_pixels, n_drawers, n_gains, n_sectors = struct.unpack_from("<iiii", payload, 0)
+    return {"telescope_id": int(header.id), "n_pixels": n_pixels, "n_drawers": n_drawers, "n_gains": n_gains,
+            "n_sectors": n_sectors}
+
+
+def _object_tel_id(kind, base):
+    """tel_id of a TelescopeEvent (base 2200) / TrackingPosition (base 2100) type, else None.
+
+    sim_telarray encodes the tel_id in the type: base + tel_id % 100 + 1000 * (tel_id // 100).
+    """
+    offset = kind - base
+    if offset < 0 or offset % 1000 >= 100 or offset >= 10_000:
+        return None
+    return 100 * (offset // 1000) + offset % 1000
+
+
+_TRACKING = struct.Struct("<ff")
+
+
 # -- small conversions ---------------------------------------------------------
 
 def _clip_altitude(alt):
@@ -282,14 +400,24 @@ def _telescope_event_type(mask):
 
 
 def _unix_to_mjd_tai(seconds, nanoseconds):
-    """UTC unix time stamps (s, ns) -> MJD in the TAI scale (float64)."""
-    from astropy.time import Time
+    """UTC unix time stamps (s, ns) -> MJD in the TAI scale (float64).
+
+    Unix time counts UTC days of 86400 s: the UTC day and the time into it go
+    through ERFA's ``utctai`` (leap seconds, longer days), as astropy's
+    ``Time(s, ns, format="unix", scale="utc").tai.mjd`` does (equal within an ulp
+    or two), without importing astropy (start-up time).
+    """
+    import erfa
 
     seconds = np.asarray(seconds, dtype=np.float64)
     if len(seconds) == 0:
         return np.zeros(0)
-    fraction = np.asarray(nanoseconds, dtype=np.float64) * 1e-9
-    return np.asarray(Time(seconds, fraction, format="unix", scale="utc").tai.mjd, dtype=np.float64)
+    days = np.floor(seconds / 86400.0)
+    in_day = seconds - days * 86400.0 + np.asarray(nanoseconds, dtype=np.float64) * 1e-9
+    with warnings.catch_warnings():  # "dubious year": beyond the leap-second table, as astropy
+        warnings.simplefilter("ignore", erfa.ErfaWarning)
+        tai1, tai2 = erfa.utctai(2440587.5 + days, in_day / 86400.0)
+    return (tai1 - 2400000.5) + tai2
 
 
 def has_true_images(history):
@@ -483,7 +611,7 @@ class _BatchBuilder:
                 shape, dtype = t["r0"].shape, t["r0"].dtype
                 per_event = max(1, int(np.prod(shape)) * dtype.itemsize)
                 capacity = max(1, min(self.batch_size, MAX_WAVEFORM_BUFFER // per_event))
-                acc.r0 = np.empty((capacity, *shape), dtype=dtype)
+                acc.r0 = self.reader._waveform_buffer(tel_id, (capacity, *shape), dtype)
             t["r0"].fill(acc.r0[acc.n_r0])
 
         index = len(self.event_id)
@@ -647,6 +775,7 @@ class SimTelReader:
         self.read_true_images = bool(read_true_images)
         self.complete = None  # after iterating: True read to its end, False truncated/corrupt, None stopped early
         self.has_histograms = False
+        self._buffers = {}  # (tel_id, shape, dtype) -> waveform array of the last batch (see _waveform_buffer)
 
         if not self.path.is_file():
             raise DataError(f"{self.path}: no such file")
@@ -688,14 +817,15 @@ class SimTelReader:
                 if kind in _DESCRIPTION_KEYS:
                     if allowed is None or header.id in allowed:
                         descriptions.setdefault(header.id, {})[_DESCRIPTION_KEYS[kind]] = (
-                            _make_object(header, payload).parse())
+                            _camera_organization(header, payload) if kind == CAMERA_ORGANIZATION
+                            else _make_object(header, payload).parse())
                 elif kind == RUN_HEADER:
                     if run_header is None:
                         run_header = _make_object(header, payload).parse()
                 elif kind == MC_RUN_HEADER:
                     mc_run_headers.append(_make_object(header, payload).parse())
                 elif kind == HISTORY:
-                    history.extend(sub.parse() for sub in _make_object(header, payload))
+                    history.extend(_history_lines(payload))
                 elif kind == HISTORY_META:
                     meta = _make_object(header, payload).parse()
                     if header.id == -1:
@@ -816,6 +946,21 @@ class SimTelReader:
                                       description.get("disabled_pixels"), n_gains, n_pixels)
 
     # -- events ----------------------------------------------------------------------
+    def _waveform_buffer(self, tel_id, shape, dtype):
+        """An array for the waveforms of one telescope in a batch.
+
+        The previous batch's array is reused once nothing else refers to it (the
+        consumer let go of that batch): writing into fresh memory costs page faults
+        that are a good part of the decoding time of large batches.
+        """
+        key = (tel_id, shape, np.dtype(dtype))
+        buffer = self._buffers.get(key)
+        # references: the pool, ``buffer`` and getrefcount's argument; any more: still in use
+        if buffer is None or sys.getrefcount(buffer) > 3:
+            buffer = np.empty(shape, dtype=dtype)
+            self._buffers[key] = buffer
+        return buffer
+
     def _take_session(self):
         session, self._session = self._session, None
         if session is None:
@@ -923,6 +1068,7 @@ class SimTelReader:
             return
         finally:
             session.close()
+            self._buffers = {}  # the last batch keeps its arrays, the reader lets go of them
         self.complete = None if stopped else True
         if len(builder):
             yield builder.build()
@@ -930,50 +1076,58 @@ class SimTelReader:
             log.info("%s: no end-of-run histograms (file may end early at an object boundary)", self.path)
 
     def _event(self, header, payload, state):
-        """(event dict, {tel_id: tel dict}) of an array/calibration event block, or None to skip it."""
-        obj = _make_object(header, payload)
+        """(event dict, {tel_id: tel dict}) of an array/calibration event block, or None to skip it.
+
+        The event's sub-objects are located by `_children` (headers only); eventio
+        parses just the trigger block (and true images, MC blocks).
+        """
         data = np.frombuffer(payload, dtype=np.uint8)
         pe_block = None
+        event_header_id = header.id
+        start, end = 0, len(payload)
         if header.type == CALIBRATION_EVENT:
             calibration_type = header.id
             pe_block, state.calib_pe = state.calib_pe, None
             if self.skip_calibration:
                 return None
-            array_event = next(obj)
-            if array_event.header.type != ARRAY_EVENT:
-                raise ValueError(f"calibration event holds object type {array_event.header.type}")
+            first = _children(payload, start, end)[:1]
+            if not first or first[0].type != ARRAY_EVENT:
+                raise ValueError(f"calibration event holds object type {first[0].type if first else None}")
+            event_header_id = first[0].id
+            start, end = first[0].start, first[0].start + first[0].size
             event_type = CALIBRATION_EVENT_TYPES.get(calibration_type, EVENT_TYPE_OTHER_CALIBRATION)
             is_data = False
         elif state.shower is None:  # array event outside any shower: extracted calibration event
             if self.skip_calibration:
                 return None
-            array_event = obj
             event_type = EVENT_TYPE_OTHER_CALIBRATION
             is_data = False
         else:
-            array_event = obj
             event_type = EVENT_TYPE_SUBARRAY
             is_data = True
             pe_block = state.telescope_data
 
-        objects = iter(array_event)
-        trigger_object = next(objects)
-        if trigger_object.header.type != TRIGGER_INFORMATION:
-            raise ValueError(f"array event starts with object type {trigger_object.header.type}")
-        trigger = trigger_object.parse()
-        event_id = trigger_object.header.id or array_event.header.id
+        if not (first[0].only_subobjects if header.type == CALIBRATION_EVENT else header.only_subobjects):
+            raise ValueError("array event holds no sub-objects")
+        children = _children(payload, start, end)
+        if not children or children[0].type != TRIGGER_INFORMATION:
+            raise ValueError(f"array event starts with object type {children[0].type if children else None}")
+        trigger = _sub_object(payload, children[0]).parse()
+        event_id = children[0].id or event_header_id
 
         allowed = self.allowed_tels
         positions = self._tel_positions
         tel_objects, tracking = {}, {}
         if allowed is None or set(int(t) for t in trigger["telescopes_with_data"]) & allowed:
-            for o in objects:
-                if isinstance(o, TelescopeEvent):
-                    if o.telescope_id in positions:
-                        tel_objects[o.telescope_id] = o
-                elif isinstance(o, TrackingPosition):
-                    if o.telescope_id in positions:
-                        tracking[o.telescope_id] = o
+            for sub in children[1:]:
+                tel_id = _object_tel_id(sub.type, 2200)
+                if tel_id is not None:
+                    if tel_id in positions:
+                        tel_objects[tel_id] = sub
+                    continue
+                tel_id = _object_tel_id(sub.type, 2100)
+                if tel_id is not None and tel_id in positions:
+                    tracking[tel_id] = sub
         if is_data and not tel_objects:
             return None  # triggered but nothing read out (for these telescopes)
 
@@ -1013,7 +1167,7 @@ class SimTelReader:
                                 "telescope event dropped", self.path, event_id, tel_id, image_sum)
                     continue
                 true_image = np.full(self.subarray.tels[tel_id].geometry.n_pixels, -1, dtype=np.int32)
-            r0, n_trigger_pixels = self._telescope_event(tel_objects[tel_id], data)
+            r0, n_trigger_pixels = self._telescope_event(tel_id, tel_objects[tel_id], payload, data)
             if tel_id not in tracking:
                 raise ValueError(f"no tracking position for telescope {tel_id}")
             tel_events[tel_id] = {
@@ -1023,7 +1177,7 @@ class SimTelReader:
                 "true_image_sum": image_sum,
                 "time_ns": trigger_times.get(tel_id, 0.0),
                 "event_type": _telescope_event_type(trigger_masks.get(tel_id, 0)),
-                "pointing": _pointing(tracking[tel_id].parse()),
+                "pointing": _tracking_pointing(tel_id, tracking[tel_id], payload),
             }
         event = {
             "event_id": int(event_id),
@@ -1057,32 +1211,35 @@ class SimTelReader:
             "true_shower_primary_id": int(mc["primary_id"]),
         }
 
-    def _telescope_event(self, tel_event, payload):
-        """(waveform source or None, number of trigger pixels) of a TelescopeEvent object.
+    def _telescope_event(self, tel_id, tel_event, payload, data):
+        """(waveform source or None, number of trigger pixels) of a telescope event sub-object.
 
-        ``payload``: uint8 view of the top-level object's bytes (object addresses are relative to it).
+        ``payload``: bytes of the top-level object, ``data`` a uint8 view of them
+        (sub-object positions are relative to it).
         """
         samples = sums = None
         n_trigger_pixels = -1
         want = self.read_waveforms
-        for o in tel_event:
-            kind = o.header.type
+        if not tel_event.only_subobjects:
+            raise ValueError(f"telescope event of telescope {tel_id} holds no sub-objects")
+        for sub in _children(payload, tel_event.start, tel_event.start + tel_event.size):
+            kind = sub.type
             if kind == ADC_SAMPLES:
                 if want:
-                    samples = o
+                    samples = sub
             elif kind == ADC_SUMS:
                 if want and samples is None:
-                    sums = o
+                    sums = sub
             elif kind == PIXEL_LIST:
-                if o.code == 0:
-                    n_trigger_pixels = int(o.parse()["pixels"])
+                if sub.id // 1_000_000 == 0:
+                    n_trigger_pixels = _pixel_list_size(sub, payload)
         if not want:
             return None, n_trigger_pixels
         if samples is not None:
-            return _samples_source(samples, payload), n_trigger_pixels
+            return _samples_source(samples, payload, data), n_trigger_pixels
         if sums is not None:
-            return _ArrayWaveform(sums.parse()[..., np.newaxis]), n_trigger_pixels
-        raise ValueError(f"telescope event of telescope {tel_event.telescope_id} has no ADC data")
+            return _ArrayWaveform(_sub_object(payload, sums).parse()[..., np.newaxis]), n_trigger_pixels
+        raise ValueError(f"telescope event of telescope {tel_id} has no ADC data")
 
 
 class _ArrayWaveform:
@@ -1125,20 +1282,66 @@ class _EncodedSamples:
 _ADC_HEADER = struct.Struct("<ihh")
 
 
-def _samples_source(obj, payload):
-    """Waveform source of an ADCSamples object: our decoder for the plain layout, else eventio's."""
-    flags = obj.header.id
-    plain = obj.header.version == 3 and (flags & 0x1f) == 0 and (flags >> 5) & 0x1f == 0 and not (flags >> 10) & 1
+def _samples_source(sub, payload, data):
+    """Waveform source of an ADC samples sub-object: our decoder for the plain layout, else eventio's."""
+    flags = sub.id
+    plain = sub.version == 3 and (flags & 0x1f) == 0 and (flags >> 5) & 0x1f == 0 and not (flags >> 10) & 1
     if not plain:
-        samples = obj.parse()
+        samples = _sub_object(payload, sub).parse()
         if samples.ndim == 2:  # eventio squeezes a single sample
             samples = samples[..., np.newaxis]
         return _ArrayWaveform(samples)
-    if obj.size < _ADC_HEADER.size:
+    if sub.size < _ADC_HEADER.size:
         raise ValueError("ADC samples block too short")
-    n_pixels, n_gains, n_samples = _ADC_HEADER.unpack_from(payload, obj.address)
-    end = obj.address + obj.size
-    return _EncodedSamples(payload[:end], obj.address + _ADC_HEADER.size, (n_gains, n_pixels, n_samples))
+    n_pixels, n_gains, n_samples = _ADC_HEADER.unpack_from(payload, sub.start)
+    end = sub.start + sub.size
+    return _EncodedSamples(data[:end], sub.start + _ADC_HEADER.size, (n_gains, n_pixels, n_samples))
+
+
+def _pixel_list_size(sub, payload):
+    """Number of pixels of a pixel list (2027) sub-object (eventio: ``parse()["pixels"]``)."""
+    if sub.version > 1:
+        raise ValueError(f"pixel list version {sub.version} not supported")
+    if sub.version < 1:
+        return int(struct.unpack_from("<h", payload, sub.start)[0])
+    return int(read_varint(BytesIO(payload[sub.start:sub.start + min(sub.size, 9)])))
+
+
+def _tracking_pointing(tel_id, sub, payload):
+    """(alt, az) in deg of a tracking position (21xx) sub-object: corrected values where present."""
+    if sub.version != 0:
+        raise ValueError(f"tracking position version {sub.version} not supported")
+    ident = sub.id
+    if (ident & 0xFF) | ((ident & 0x3F000000) >> 16) != tel_id:
+        raise ValueError("Telescope IDs in type and header do not match")
+    has_raw, has_cor = bool(ident & 0x100), bool(ident & 0x200)
+    values = {}
+    pos = sub.start
+    if sub.size < 8 * (has_raw + has_cor):
+        raise ValueError("tracking position block too short")
+    if has_raw:
+        values["azimuth_raw"], values["altitude_raw"] = _TRACKING.unpack_from(payload, pos)
+        pos += 8
+    if has_cor:
+        values["azimuth_cor"], values["altitude_cor"] = _TRACKING.unpack_from(payload, pos)
+    return _pointing(values)
+
+
+@njit(cache=True)
+def _long_varint(data, pos, end):
+    """(word, position after it) of the prefix varint at ``pos`` (any length); position -1 past ``end``."""
+    if pos >= end:
+        return np.int64(0), np.int64(-1)
+    first = np.int64(data[pos])
+    length = 1
+    while length < 9 and (first << (length - 1)) & 0x80:
+        length += 1
+    if pos + length > end:
+        return np.int64(0), np.int64(-1)
+    word = first & (0xFF >> length) if length < 8 else np.int64(0)
+    for k in range(1, length):
+        word = (word << 8) | np.int64(data[pos + k])
+    return word, np.int64(pos + length)
 
 
 @njit(cache=True)
@@ -1149,48 +1352,57 @@ def decode_adc_samples(data, start, out):
     prefix varint (the number of leading 1 bits of the first byte + 1 is the
     length) whose lowest bit is the sign.  Returns the number of bytes used,
     or -1 if ``data`` ends before ``out`` is full.
+
+    After a trace's first (absolute) value nearly all differences fit in one
+    byte: those runs are decoded in a loop whose byte addresses do not depend on
+    the data (unsigned offsets, no wrap-around checks), which is what makes it fast.
     """
     n_gains, n_pixels, n_samples = out.shape
-    pos = start
-    end = len(data)
-    for gain in range(n_gains):
-        for pixel in range(n_pixels):
-            value = 0
-            for sample in range(n_samples):
-                if pos + 3 <= end:  # 1-3 byte values: all ADC differences in practice
-                    first = np.int64(data[pos])
-                    if first < 0x80:
-                        word = first
-                        pos += 1
-                    elif first < 0xC0:
-                        word = ((first & 0x3F) << 8) | np.int64(data[pos + 1])
-                        pos += 2
-                    elif first < 0xE0:
-                        word = ((first & 0x1F) << 16) | (np.int64(data[pos + 1]) << 8) | np.int64(data[pos + 2])
-                        pos += 3
-                    else:
-                        word = -1
+    flat = out.reshape(-1)
+    end = np.uint64(len(data))
+    pos = np.uint64(start)
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    n = np.uint64(n_samples)
+    row = np.uint64(0)
+    for _ in range(n_gains * n_pixels):
+        sample = np.uint64(0)
+        value = np.int64(0)
+        while sample < n:
+            # a run of one-byte differences (top bit clear)
+            stop = min(n - sample, end - pos) if pos < end else np.uint64(0)
+            k = np.uint64(0)
+            while k < stop:
+                byte = np.int64(data[pos + k])
+                if byte >= 0x80:
+                    break
+                value += (byte >> 1) ^ -(byte & 1)
+                flat[row + sample + k] = value & 0xFFFF
+                k += one
+            pos += k
+            sample += k
+            if sample == n:
+                break
+            # a longer difference: two or three bytes in practice
+            if pos + three <= end and data[pos] < 0xE0:
+                first = np.int64(data[pos])
+                if first < 0xC0:
+                    word = ((first & 0x3F) << 8) | np.int64(data[pos + one])
+                    pos += two
                 else:
-                    word = -1
-                if word < 0:  # long value or close to the end
-                    if pos >= end:
-                        return -1
-                    first = np.int64(data[pos])
-                    length = 1
-                    while length < 9 and (first << (length - 1)) & 0x80:
-                        length += 1
-                    if pos + length > end:
-                        return -1
-                    word = first & (0xFF >> length) if length < 8 else 0
-                    for k in range(1, length):
-                        word = (word << 8) | np.int64(data[pos + k])
-                    pos += length
-                if word & 1:
-                    value -= (word >> 1) + 1
-                else:
-                    value += word >> 1
-                out[gain, pixel, sample] = value & 0xFFFF
-    return pos - start
+                    word = ((first & 0x1F) << 16) | (np.int64(data[pos + one]) << 8) | np.int64(data[pos + two])
+                    pos += three
+            elif pos < end:
+                word, next_pos = _long_varint(data, np.int64(pos), np.int64(end))
+                if next_pos < 0:
+                    return -1
+                pos = np.uint64(next_pos)
+            else:
+                return -1
+            value += (word >> 1) ^ -(word & 1)
+            flat[row + sample] = value & 0xFFFF
+            sample += one
+        row += n
+    return np.int64(pos) - np.int64(start)
 
 
 def _same_calibration(a, b):
@@ -1214,12 +1426,83 @@ def _pointing(tracking):
 def _read_photoelectrons(block, wanted):
     """{telescope index: true p.e. image} from a TelescopeData / calibration p.e. block."""
     header, payload = block
-    obj = _make_object(header, payload)
-    if header.type == CALIBRATION_PE:
-        obj = next(obj)  # the TelescopeData inside
+    start, end = 0, len(payload)
+    if header.type == CALIBRATION_PE:  # the TelescopeData inside
+        first = _children(payload, start, end)[:1]
+        if not first:
+            return {}
+        start, end = first[0].start, first[0].start + first[0].size
     images = {}
-    for sub in obj:
-        if sub.header.type == PHOTO_ELECTRONS and sub.header.id % 1000 in wanted:
-            images[sub.header.id % 1000] = sub.parse()["photoelectrons"]
+    data = None
+    for sub in _children(payload, start, end):
+        if sub.type == PHOTO_ELECTRONS and sub.id % 1000 in wanted:
+            if data is None:
+                data = np.frombuffer(payload, dtype=np.uint8)
+            images[sub.id % 1000] = _photoelectron_counts(sub, payload, data)
     return images
 
+
+_PE_HEADER = struct.Struct("<ii")
+
+
+def _photoelectron_counts(sub, payload, data):
+    """Photo-electrons per pixel (int32) of a photo-electron list (1208): eventio's
+    ``PhotoElectrons.parse()["photoelectrons"]`` without decoding each p.e.'s time."""
+    if sub.version not in (1, 2, 3):
+        raise ValueError(f"photo-electrons version {sub.version} not supported")
+    pos, end = sub.start, sub.start + sub.size
+    if end - pos < (14 if sub.version > 1 else 12):
+        raise ValueError("photo-electrons block too short")
+    _, n_pixels = _PE_HEADER.unpack_from(payload, pos)
+    pos += 8
+    flags = 0
+    if sub.version > 1:
+        flags = struct.unpack_from("<h", payload, pos)[0]
+        pos += 2
+    non_empty = struct.unpack_from("<i", payload, pos)[0]
+    pos += 4
+    counts = np.zeros(max(n_pixels, 0), dtype=np.int32)
+    if _pe_counts(data, pos, end, non_empty, sub.version, flags & 1, counts) < 0:
+        raise ValueError("photo-electrons block ends early or names a pixel outside the camera")
+    return counts
+
+
+@njit(cache=True)
+def _pe_counts(data, pos, end, non_empty, version, amplitudes, counts):
+    """Fill ``counts`` from the pixel entries of a 1208 block; returns the end position or -1 if corrupt.
+
+    Entry: pixel id (signed varint from version 3 on, else int16), number of p.e.
+    (int32), their times (float32 each) and, with ``amplitudes``, their amplitudes.
+    """
+    for _ in range(non_empty):
+        if version > 2:
+            if pos >= end:
+                return -1
+            first = np.int64(data[pos])
+            length = 1
+            while length < 9 and (first << (length - 1)) & 0x80:
+                length += 1
+            if pos + length > end:
+                return -1
+            word = first & (0xFF >> length) if length < 8 else np.int64(0)
+            for k in range(1, length):
+                word = (word << 8) | np.int64(data[pos + k])
+            pixel = (word >> 1) ^ -(word & 1)
+            pos += length
+        else:
+            if pos + 2 > end:
+                return -1
+            pixel = np.int64(np.int16(np.uint16(data[pos]) | (np.uint16(data[pos + 1]) << 8)))
+            pos += 2
+        if pos + 4 > end:
+            return -1
+        n_pe = np.int64(np.int32(np.uint32(data[pos]) | (np.uint32(data[pos + 1]) << 8)
+                                 | (np.uint32(data[pos + 2]) << 16) | (np.uint32(data[pos + 3]) << 24)))
+        pos += 4
+        if pixel < 0 or pixel >= len(counts) or n_pe < 0:
+            return -1
+        counts[pixel] = n_pe
+        pos += 4 * n_pe * (2 if amplitudes else 1)
+        if pos > end:
+            return -1
+    return pos
