@@ -203,8 +203,7 @@ def reference_itrs(global_meta, observation_level=None):
     From the ``*LATITUDE``, ``*LONGITUDE`` and ``ALTITUDE`` metadata; without
     them, ctapipe's placeholder (lon = lat = 0 at the observation level).
     """
-    from astropy import units as u
-    from astropy.coordinates import EarthLocation
+    import erfa  # astropy's EarthLocation does the same (WGS84 gd2gc), but importing astropy.coordinates costs 0.4 s
 
     lat = global_meta.get(b"*LATITUDE")
     lon = global_meta.get(b"*LONGITUDE")
@@ -213,8 +212,9 @@ def reference_itrs(global_meta, observation_level=None):
         if observation_level is None:
             return (np.nan, np.nan, np.nan)
         lat, lon, height = 0.0, 0.0, observation_level
-    location = EarthLocation(lon=float(lon) * u.deg, lat=float(lat) * u.deg, height=float(height) * u.m)
-    return tuple(float(c.to_value(u.m)) for c in (location.x, location.y, location.z))
+    # longitude wrapped to [0, 360) deg like astropy's Longitude: the result is bit-identical to EarthLocation's
+    xyz = erfa.gd2gc(1, math.radians(float(lon) % 360.0), math.radians(float(lat)), float(height))
+    return tuple(float(c) for c in xyz)
 
 
 def subarray_from_simtel(header, descriptions, telescope_meta=None, global_meta=None, observation_level=None):
