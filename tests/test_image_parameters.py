@@ -453,24 +453,29 @@ def test_kth_smallest_with_repeated_values():
 
 
 def plain_lts(x, y, rng, samples=5, relative_sample_size=0.85, max_iterations=20, eps=1e-12):
-    """The LTS iteration written out plainly (no brackets, no early stop), sums in index order."""
+    """The LTS iteration written out plainly (no brackets, no early stop).
+
+    Each sum in index order over 4 interleaved partial sums (point i into lane i % 4, the lanes
+    added as (0 + 1) + (2 + 3)): the summation order of iactpipe's kernels.
+    """
+
+    def lanes(terms):
+        partial = [0.0] * 4
+        for i, term in terms:
+            partial[i % 4] += term
+        return (partial[0] + partial[1]) + (partial[2] + partial[3])
 
     def line(points):
-        sxx = sx = sxy = sy = 0.0
-        for i in points:
-            sxx += x[i] * x[i]
-            sx += x[i]
-            sxy += x[i] * y[i]
-            sy += y[i]
+        sxx = lanes((i, x[i] * x[i]) for i in points)
+        sx = lanes((i, x[i]) for i in points)
+        sxy = lanes((i, x[i] * y[i]) for i in points)
+        sy = lanes((i, y[i]) for i in points)
         k = len(points)
         det = sxx * k - sx * sx
         return ((k * sxy - sx * sy) / det, (sxx * sy - sx * sxy) / det) if det >= 2 * EPS else (np.nan, np.nan)
 
     def rss(points, slope, intercept):
-        total = 0.0
-        for i in points:
-            total += (y[i] - (x[i] * slope + intercept)) ** 2
-        return total
+        return lanes((i, (y[i] - (x[i] * slope + intercept)) ** 2) for i in points)
 
     n = len(x)
     k = int(relative_sample_size * n)

@@ -17,6 +17,8 @@ float32, so results are bit-identical to ctapipe's.
 import numpy as np
 from numba import njit
 
+from ._utils import wide_vectors
+
 __all__ = [
     "DEFAULT_GAIN_THRESHOLD",
     "calibrate_r1",
@@ -57,6 +59,7 @@ def _calibrate_event(r0, pedestal, factor, threshold, forced_channel, shift, r1,
     numba, passing an array to a function called once per pixel would cost
     atomic reference-count updates.)
     """
+    wide_vectors()
     n_gains, n_pixels, n_samples = r0.shape
     first_gain = forced_channel if n_gains > 1 and forced_channel >= 0 else 0
     check = n_gains > 1 and forced_channel < 0
@@ -171,6 +174,8 @@ def select_gain_values(values, selected_gain_channel):
     selected = np.asarray(selected_gain_channel)
     n_events, n_pixels = selected.shape
     n_gains = values.shape[-2]
+    if values.ndim == 3 and values.strides[0] == 0:
+        values = values[:1]  # the same for all events (np.broadcast_to): no per-event copy
     values = _per_event(values, n_events, n_gains, n_pixels, "values", values.dtype)
     if values.dtype == np.bool_:
         out = np.empty((n_events, n_pixels), dtype=np.uint8)

@@ -44,19 +44,21 @@ def _tailcuts_image(
 ):
     """Tail-cuts mask of one image into ``out``; returns the number of ``candidates``.
 
-    ``above_pic``, ``above_bnd`` and ``core`` must be all False on entry; on return they
-    are set for the ``candidates`` (pixels above either threshold) and the caller clears them.
+    ``above_pic`` and ``above_bnd`` are overwritten for all pixels; ``core`` must be all
+    False on entry, is set for the ``candidates`` (pixels above either threshold) and the
+    caller clears it.
     """
     n_candidates = 0
     out[:] = False
     for pix in range(image.shape[0]):
+        # branch free: every pixel's flags are written, every pixel is written to candidates
+        # (the next one overwrites it unless it is above a threshold)
         is_pic = image[pix] >= picture[pix]
         is_bnd = image[pix] >= boundary[pix]
-        if is_pic or is_bnd:
-            above_pic[pix] = is_pic
-            above_bnd[pix] = is_bnd
-            candidates[n_candidates] = pix
-            n_candidates += 1
+        above_pic[pix] = is_pic
+        above_bnd[pix] = is_bnd
+        candidates[n_candidates] = pix
+        n_candidates += is_pic | is_bnd
     check_count = not keep_isolated and min_neighbors != 0
     for c in range(n_candidates):
         pix = candidates[c]
@@ -104,8 +106,7 @@ def _tailcuts_batch(images, picture, boundary, keep_isolated, min_neighbors, ind
             candidates,
             out[event],
         )
-        for flags in (above_pic, above_bnd, core):
-            _clear(flags, candidates, n_candidates)
+        _clear(core, candidates, n_candidates)
 
 
 def tailcuts_clean(

@@ -33,10 +33,11 @@ from functools import lru_cache
 import numba
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba import carray, njit, prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from ._utils import wide_vectors
 from .calibration import DEFAULT_GAIN_THRESHOLD, KERNEL_OPTIONS, _calibrate_event, _per_event
 from .cleaning import tailcuts_clean
 from .hillas import HILLAS_COLUMNS, I_FOV_LAT, I_FOV_LON, I_PSI, hillas_image
@@ -72,10 +73,13 @@ __all__ = [
 # - helpers called once per pixel take scalars only: in numba, passing an array to a function
 #   or making a view of it costs atomic reference-count updates, so the kernels loop over the
 #   pixels of an event inside per-event functions and address rows as ``wf[pixel, sample]``;
-# - inner loops run over contiguous samples and vectorise (8 float32 or int32 lanes); buffers are
-#   padded to whole vector iterations; maxima are taken on the float bits as int32 (numba does
-#   not vectorise float max reductions, and widens int32 scalar arithmetic to int64 unless the
-#   numpy ufuncs are used);
+# - inner loops run over contiguous samples and vectorise (8 float32 or int32 lanes; the hot
+#   kernels call `wide_vectors`, which lets LLVM use 16 with AVX-512); buffers are padded to
+#   whole vector iterations; maxima are taken on the float bits as int32 (numba does not
+#   vectorise float max reductions, and widens int32 scalar arithmetic to int64 unless the
+#   numpy ufuncs are used); the neighbour sums and their argmax are written with explicit LLVM
+#   vectors (`_neighbor_sum_peak`), whose lengths the loop vectoriser would not get right for
+#   40-sample rows, and so are the window sums, vectorised over pixels (`_window_sum_blocks`);
 # - ctapipe's ``neighbor_average_maximum`` sums float32 waveforms in float32 (numba types
 #   ``float32_array * int`` as float32), neighbour by neighbour in CSR order: the fast path
 #   does the same additions in the same order, so its sums and peaks are bit-identical.
@@ -86,7 +90,7 @@ _MIN_BITS = np.int32(-(2**31))
 _SIGN_SHIFT = np.int32(31)
 #: neighbours per pixel in the fast neighbour-sum path (hexagonal pixels: 6, square: 4)
 _FAST_NEIGHBORS = 6
-#: float32 waveforms up to this many samples take the fast path (its sums live on the stack)
+#: float32 waveforms up to this many samples take the fast path
 _MAX_FAST_SAMPLES = 480
 #: padding samples of the fast path's buffer: their neighbour sums are below any real sum
 #: that is not itself about -2e38 or less (then the pixel takes the exact path)
@@ -115,22 +119,6 @@ def _bits_float(typingctx, value):
         return builder.bitcast(args[0], llvm_ir.FloatType())
 
     return types.float32(types.int32), codegen
-
-
-@intrinsic
-def _stack_float32(typingctx, size):
-    """Pointer to ``size`` (a literal) float32 on the stack of the calling kernel.
-
-    A stack array cannot overlap the kernel's array arguments, so the loops
-    writing it need no run-time overlap checks (LLVM adds them for any two arrays).
-    """
-    if not isinstance(size, types.IntegerLiteral):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, llvm_ir.FloatType(), size=size.literal_value)
-
-    return types.CPointer(types.float32)(size), codegen
 
 
 @intrinsic
@@ -184,15 +172,131 @@ def _corrected(total, correction):
     return np.float32(np.float64(np.float32(total)) * correction)
 
 
+#: pixels per block of `_window_sum_blocks`
+_WINDOW_LANES = 8
+
+
+@intrinsic
+def _window_sum_blocks(typingctx, wf, n_samples, peaks, width, shift, sampling_rate_ghz, correction, selected, image,
+                       peak_time):
+    """`_window_sums` of the first ``n_pixels // _WINDOW_LANES * _WINDOW_LANES`` pixels; returns that number.
+
+    The pixels go through in blocks of `_WINDOW_LANES`, one per lane of LLVM vectors: each
+    lane adds its own pixel's samples one after the other, exactly the scalar arithmetic
+    (numba's vectoriser cannot do this: the samples of the lanes are at different offsets).
+    Offsets ``k`` of the window are the loop; a sample outside the readout adds an exact 0.
+    """
+    arrays = (wf, peaks, correction, selected, image, peak_time)
+    if not all(isinstance(a, types.Array) for a in arrays) or wf.ndim != 2:
+        return None
+    if wf.dtype not in (types.float32, types.float64) or peaks.dtype != types.int64:
+        return None
+    if correction.dtype != types.float64 or not isinstance(selected.dtype, types.Integer):
+        return None
+    if image.dtype != types.float32 or peak_time.dtype != types.float32:
+        return None
+    if not all(isinstance(t, types.Integer) for t in (n_samples, width, shift)):
+        return None
+    signature = types.int64(wf, n_samples, peaks, width, shift, types.float64, correction, selected, image, peak_time)
+
+    def codegen(context, builder, signature, args):
+        lanes = _WINDOW_LANES
+        i64 = llvm_ir.IntType(64)
+        f64 = llvm_ir.DoubleType()
+        f32 = llvm_ir.FloatType()
+        vi64 = llvm_ir.VectorType(i64, lanes)
+        vf64 = llvm_ir.VectorType(f64, lanes)
+        vf32 = llvm_ir.VectorType(f32, lanes)
+        (wf_t, n_t, peaks_t, width_t, shift_t, rate_t, corr_t, sel_t, image_t, time_t) = signature.args
+        wf_a, peaks_a, corr_a, sel_a, image_a, time_a = (
+            context.make_array(t)(context, builder, value=args[i])
+            for i, t in ((0, wf_t), (2, peaks_t), (6, corr_t), (7, sel_t), (8, image_t), (9, time_t))
+        )
+        n_samples_v, width_v, shift_v = (
+            context.cast(builder, args[i], signature.args[i], types.int64) for i in (1, 3, 4)
+        )
+        rate = context.cast(builder, args[5], rate_t, types.float64)
+
+        def splat(value, vector_type):
+            vector = llvm_ir.Constant(vector_type, None)
+            for lane in range(lanes):
+                vector = builder.insert_element(vector, value, i64(lane))
+            return vector
+
+        def pointer(array_type, array, indices):
+            return cgutils.get_item_pointer(context, builder, array_type, array, indices, wraparound=False)
+
+        zero_i = llvm_ir.Constant(vi64, None)
+        zero_f = llvm_ir.Constant(vf64, None)
+        n_vec = splat(n_samples_v, vi64)
+        last_vec = splat(builder.sub(n_samples_v, i64(1)), vi64)
+        shift_vec = splat(shift_v, vi64)
+        rate_vec = splat(rate, vf64)
+        total = cgutils.alloca_once(builder, vf64)
+        numerator = cgutils.alloca_once(builder, vf64)
+        denominator = cgutils.alloca_once(builder, vf64)
+        n_pixels = builder.extract_value(peaks_a.shape, 0)
+        n_blocks = builder.udiv(n_pixels, i64(lanes))
+        with cgutils.for_range(builder, n_blocks) as block:
+            first = builder.mul(block.index, i64(lanes))
+            rows = [builder.add(first, i64(lane)) for lane in range(lanes)]
+            peak = zero_i
+            for lane, row in enumerate(rows):
+                peak = builder.insert_element(peak, builder.load(pointer(peaks_t, peaks_a, [row])), i64(lane))
+            start = builder.sub(peak, shift_vec)
+            for accumulator in (total, numerator, denominator):
+                builder.store(zero_f, accumulator)
+            with cgutils.for_range(builder, width_v) as offset:
+                sample = builder.add(start, splat(offset.index, vi64))
+                inside = builder.and_(builder.icmp_signed(">=", sample, zero_i),
+                                      builder.icmp_signed("<", sample, n_vec))
+                index = builder.select(builder.icmp_signed("<", sample, zero_i), zero_i, sample)
+                index = builder.select(builder.icmp_signed(">", index, last_vec), last_vec, index)
+                loaded = llvm_ir.Constant(llvm_ir.VectorType(context.get_value_type(wf_t.dtype), lanes), None)
+                for lane, row in enumerate(rows):
+                    element = pointer(wf_t, wf_a, [row, builder.extract_element(index, i64(lane))])
+                    loaded = builder.insert_element(loaded, builder.load(element), i64(lane))
+                value = builder.fpext(loaded, vf64) if wf_t.dtype == types.float32 else loaded
+                value = builder.select(inside, value, zero_f)
+                builder.store(builder.fadd(builder.load(total), value), total)
+                positive = builder.select(builder.fcmp_ordered(">", value, zero_f), value, zero_f)
+                position = builder.sitofp(sample, vf64)
+                builder.store(builder.fadd(builder.load(numerator), builder.fmul(positive, position)), numerator)
+                builder.store(builder.fadd(builder.load(denominator), positive), denominator)
+            den = builder.load(denominator)
+            ratio = builder.fptrunc(builder.fdiv(builder.load(numerator), den), vf32)
+            time = builder.select(builder.fcmp_ordered(">", den, zero_f), ratio, builder.sitofp(peak, vf32))
+            factor = zero_f
+            for lane, row in enumerate(rows):
+                gain = builder.load(pointer(sel_t, sel_a, [row]))
+                gain = builder.zext(builder.trunc(gain, llvm_ir.IntType(8)), i64)  # np.uint8(selected[pixel])
+                factor = builder.insert_element(factor, builder.load(pointer(corr_t, corr_a, [gain])), i64(lane))
+            charge = builder.fptrunc(
+                builder.fmul(builder.fpext(builder.fptrunc(builder.load(total), vf32), vf64), factor), vf32
+            )
+            time_ns = builder.fptrunc(builder.fdiv(builder.fpext(time, vf64), rate_vec), vf32)
+            for lane, row in enumerate(rows):
+                builder.store(builder.extract_element(charge, i64(lane)), pointer(image_t, image_a, [row]))
+                builder.store(builder.extract_element(time_ns, i64(lane)), pointer(time_t, time_a, [row]))
+        return builder.mul(n_blocks, i64(lanes))
+
+    return signature, codegen
+
+
 @njit(**KERNEL_OPTIONS)
 def _window_sums(wf, n_samples, peaks, width, shift, sampling_rate_ghz, correction, selected, image, peak_time):
     """Window sums and peak times (ns) of one event's pixels around ``peaks`` (ctapipe's ``extract_around_peak``).
 
     ``wf``: (≥ n_pixels, ≥ n_samples); ``image[pixel]`` is the float32 sum
-    times ``correction[selected[pixel]]``.  (Unsigned indices spare numba's
-    negative-index handling.)
+    times ``correction[selected[pixel]]``.  Whole blocks of pixels go through
+    `_window_sum_blocks`, the rest here, with the same arithmetic.
+    (Unsigned indices spare numba's negative-index handling.)
     """
-    for pixel in range(peaks.shape[0]):
+    wide_vectors()
+    done = _window_sum_blocks(
+        wf, n_samples, peaks, width, shift, np.float64(sampling_rate_ghz), correction, selected, image, peak_time
+    )
+    for pixel in range(done, peaks.shape[0]):
         peak = peaks[pixel]
         start = max(peak - shift, 0)
         end = max(min(peak - shift + width, n_samples), start)
@@ -300,6 +404,102 @@ def _prefetch_row(upcoming, row):
     _prefetch(upcoming, first + n_samples - 1)
 
 
+#: float32 lanes of the vectors in `_neighbor_sum_peak` (the fast path's buffers are padded to this)
+_PEAK_LANES = 16
+
+
+@intrinsic
+def _neighbor_sum_peak(typingctx, buf, pixel, j0, j1, j2, j3, j4, j5, weight, check):
+    """(first sample of the largest neighbour sum of ``pixel``, whether a sum is NaN (with ``check``)).
+
+    ``buf``: the fast path's (n_pixels + 1, n_pad) float32 buffer, n_pad a multiple of
+    `_PEAK_LANES`.  Written with explicit LLVM vectors of `_PEAK_LANES` samples: each
+    sum is ``own * weight + n0 + ... + n5`` in this order (ctapipe's), so the sums are
+    ctapipe's bit for bit.  Their maximum is the int32 maximum of their ordered bits (see
+    `_ordered_bits`), the peak the first sample equal to it (±0 compare equal): numpy's
+    argmax.  A NaN sum makes the pixel ``bad``.  The sums stay on the stack between the
+    two passes.
+    """
+    if not (isinstance(buf, types.Array) and buf.ndim == 2 and buf.layout == "C" and buf.dtype == types.float32):
+        return None
+    if not all(isinstance(t, types.Integer) for t in (pixel, j0, j1, j2, j3, j4, j5)):
+        return None
+    if weight != types.float32 or not isinstance(check, types.Boolean):
+        return None
+    signature = types.Tuple((types.int64, types.boolean))(buf, pixel, j0, j1, j2, j3, j4, j5, weight, check)
+
+    def codegen(context, builder, signature, args):
+        lanes = _PEAK_LANES
+        i1 = llvm_ir.IntType(1)
+        i32 = llvm_ir.IntType(32)
+        i64 = llvm_ir.IntType(64)
+        f32 = llvm_ir.FloatType()
+        vf = llvm_ir.VectorType(f32, lanes)
+        vb = llvm_ir.VectorType(i1, lanes)
+        array = context.make_array(signature.args[0])(context, builder, value=args[0])
+        n_pad = builder.extract_value(array.shape, 1)
+        rows = [context.cast(builder, args[k], signature.args[k], types.int64) for k in range(1, 8)]
+        offsets = [builder.mul(row, n_pad) for row in rows]
+        check_value = context.cast(builder, args[9], signature.args[9], types.boolean)
+
+        def splat(value, vector_type):
+            vector = llvm_ir.Constant(vector_type, None)
+            for lane in range(lanes):
+                vector = builder.insert_element(vector, value, i32(lane))
+            return vector
+
+        def load(offset):
+            pointer = builder.bitcast(builder.gep(array.data, [offset]), vf.as_pointer())
+            return builder.load(pointer, align=4)
+
+        weight = splat(args[8], vf)
+        sums = cgutils.alloca_once(builder, f32, size=_MAX_FAST_SAMPLES)
+        vi = llvm_ir.VectorType(i32, lanes)
+        largest = cgutils.alloca_once_value(builder, splat(i32(-(2**31)), vi))
+        nan = cgutils.alloca_once_value(builder, llvm_ir.Constant(vb, None))
+        shift = splat(i32(31), vi)
+        magnitude_bits = splat(i32(0x7FFFFFFF), vi)
+        n_chunks = builder.udiv(n_pad, i64(lanes))
+        with cgutils.for_range(builder, n_chunks) as chunk:
+            first = builder.mul(chunk.index, i64(lanes))
+            value = builder.fmul(load(builder.add(offsets[0], first)), weight)
+            for offset in offsets[1:]:
+                value = builder.fadd(value, load(builder.add(offset, first)))
+            builder.store(value, builder.bitcast(builder.gep(sums, [first]), vf.as_pointer()), align=4)
+            bits = builder.bitcast(value, vi)
+            ordered = builder.xor(bits, builder.and_(builder.ashr(bits, shift), magnitude_bits))
+            current = builder.load(largest)
+            builder.store(builder.select(builder.icmp_signed(">", ordered, current), ordered, current), largest)
+            builder.store(builder.or_(builder.load(nan), builder.fcmp_unordered("uno", value, value)), nan)
+        reduce_max = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(i32, [vi]), f"llvm.vector.reduce.smax.v{lanes}i32"
+        )
+        best_bits = builder.call(reduce_max, [builder.load(largest)])
+        best_bits = builder.select(builder.icmp_signed(">=", best_bits, i32(0)), best_bits,
+                                   builder.xor(best_bits, i32(0x7FFFFFFF)))
+        best = splat(builder.bitcast(best_bits, f32), vf)
+        count_zeros = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(llvm_ir.IntType(lanes), [llvm_ir.IntType(lanes), i1]),
+            f"llvm.cttz.i{lanes}",
+        )
+        peak = cgutils.alloca_once_value(builder, n_pad)
+        with cgutils.for_range(builder, n_chunks) as chunk:
+            first = builder.mul(chunk.index, i64(lanes))
+            stored = builder.load(builder.bitcast(builder.gep(sums, [first]), vf.as_pointer()), align=4)
+            mask = builder.bitcast(builder.fcmp_ordered("==", stored, best), llvm_ir.IntType(lanes))
+            position = builder.add(first, builder.zext(builder.call(count_zeros, [mask, i1(0)]), i64))
+            found = builder.icmp_unsigned("!=", mask, llvm_ir.Constant(llvm_ir.IntType(lanes), 0))
+            current = builder.load(peak)
+            earlier = builder.and_(found, builder.icmp_unsigned("<", position, current))
+            builder.store(builder.select(earlier, position, current), peak)
+        any_nan = builder.icmp_unsigned("!=", builder.bitcast(builder.load(nan), llvm_ir.IntType(lanes)),
+                                        llvm_ir.Constant(llvm_ir.IntType(lanes), 0))
+        bad = builder.and_(check_value, any_nan)
+        return context.make_tuple(builder, signature.return_type, [builder.load(peak), bad])
+
+    return signature, codegen
+
+
 @njit(**KERNEL_OPTIONS)
 def _fast_neighbor_peaks(buf, n_samples, table, local_weight, check, peaks, todo, upcoming):
     """Neighbour-sum peak of every pixel; returns how many pixels it left to the exact path (in ``todo``).
@@ -310,46 +510,26 @@ def _fast_neighbor_peaks(buf, n_samples, table, local_weight, check, peaks, todo
     ``own * local_weight + n0 + n1 + ...`` in float32, the additions of
     ctapipe in its order (adding +0 for a skipped neighbour changes no value
     but the sign of a zero, which compares equal), so it is ctapipe's sum
-    bit for bit.  The maximum is an int32 reduction of the ordered bits, the
-    peak the first sample equal to it (numpy's argmax).  Pixels whose maximum
-    is in the padding, and with ``check`` pixels with a NaN sum (numpy's
-    argmax takes the first NaN), are listed in ``todo``; ``check`` may be
-    False only if all samples are finite and small enough for no sum to
-    overflow.  Meanwhile the rows of ``upcoming`` (the next event's input)
-    are prefetched.
+    bit for bit; the peak is its first maximum (see `_neighbor_sum_peak`).
+    Pixels whose maximum is in the padding, and with ``check`` pixels with a
+    NaN sum (numpy's argmax takes the first NaN), are listed in ``todo``;
+    ``check`` may be False only if all samples are finite and small enough
+    for no sum to overflow.  Meanwhile the rows of ``upcoming`` (the next
+    event's input) are prefetched.
     """
+    wide_vectors()
     n_pixels = table.shape[0]
-    n_pad = buf.shape[1]
-    acc = carray(_stack_float32(_MAX_FAST_SAMPLES), n_pad)  # n_pad <= _MAX_FAST_SAMPLES, a multiple of 16
     weight = np.float32(local_weight)
     n_todo = 0
     for pixel in range(n_pixels):
         if pixel < upcoming.shape[0]:
             _prefetch_row(upcoming, pixel)
-        j0 = table[pixel, 0]
-        j1 = table[pixel, 1]
-        j2 = table[pixel, 2]
-        j3 = table[pixel, 3]
-        j4 = table[pixel, 4]
-        j5 = table[pixel, 5]
-        largest = _MIN_BITS
-        magnitude = np.int32(0)
-        for sample in range(n_pad):
-            value = (
-                buf[pixel, sample] * weight + buf[j0, sample] + buf[j1, sample] + buf[j2, sample]
-                + buf[j3, sample] + buf[j4, sample] + buf[j5, sample]
-            )
-            acc[sample] = value
-            bits = _float_bits(value)
-            largest = np.maximum(largest, _ordered_bits(bits))
-            if check:
-                magnitude = np.maximum(magnitude, np.bitwise_and(bits, _ABS_BITS))
-        best = _ordered_float(largest)
-        peak = np.int32(n_pad)
-        for sample in range(n_pad):
-            peak = np.minimum(peak, np.int32(sample) if acc[sample] == best else np.int32(n_pad))
+        peak, bad = _neighbor_sum_peak(
+            buf, pixel, table[pixel, 0], table[pixel, 1], table[pixel, 2], table[pixel, 3], table[pixel, 4],
+            table[pixel, 5], weight, check,
+        )
         peaks[pixel] = peak
-        if peak >= n_samples or magnitude > _INF_BITS:
+        if peak >= n_samples or bad:
             todo[n_todo] = pixel
             n_todo += 1
     return n_todo
@@ -363,7 +543,7 @@ def _scratch(n_pixels, n_samples, table):
     waveforms, a zero last row and padding samples (the sum loop does 16
     samples per iteration: padded rows need no remainder loop).
     """
-    n_pad = -(-max(n_samples, 1) // 16) * 16
+    n_pad = -(-max(n_samples, 1) // _PEAK_LANES) * _PEAK_LANES
     buf = np.full((n_pixels + 1, n_pad), _PAD_VALUE, dtype=np.float32)
     buf[:, :n_samples] = 0
     peaks = np.zeros(n_pixels, dtype=np.int64)
@@ -1101,10 +1281,18 @@ def _neighbors(neighbors, n_pixels):
 
     Missing neighbours point to row ``n_pixels`` (the zero row of the kernels'
     buffers); the table has no columns if some pixel has more than 6 neighbours.
+    The arrays are cached by content (built once per camera): the kernels only read them.
     """
-    indptr, indices = (np.asarray(a, dtype=np.int64) for a in neighbors)
+    indptr, indices = (np.ascontiguousarray(a, dtype=np.int64) for a in neighbors)
     if len(indptr) != n_pixels + 1:
         raise ValueError(f"neighbours are for {len(indptr) - 1} pixels, waveforms have {n_pixels}")
+    return _neighbor_arrays(indptr.tobytes(), indices.tobytes(), n_pixels)
+
+
+@lru_cache(maxsize=32)
+def _neighbor_arrays(indptr_bytes, indices_bytes, n_pixels):
+    indptr = np.frombuffer(indptr_bytes, dtype=np.int64).copy()
+    indices = np.frombuffer(indices_bytes, dtype=np.int64).copy()
     counts = np.diff(indptr)
     if counts.size and counts.max() > _FAST_NEIGHBORS:
         return indptr, indices, np.zeros((n_pixels, 0), dtype=np.uint32)

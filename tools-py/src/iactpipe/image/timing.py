@@ -9,7 +9,10 @@ order, the pairs drawn are those ctapipe draws.
 """
 
 import numpy as np
-from numba import njit
+from llvmlite import ir as llvm_ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ._utils import as_batch
 
@@ -25,6 +28,8 @@ LTS_EPS = 1e-12
 #: smallest determinant of the normal equations accepted by a fit
 FIT_MIN_DET = 2 * np.finfo(np.float64).eps
 DEG_TO_RAD = np.pi / 180.0
+#: partial sums of each least-squares sum (see `_selected_line`)
+SUM_LANES = 4
 
 
 @njit(cache=True, error_model="numpy")
@@ -103,6 +108,74 @@ def _kth_smallest(work, k):
     return work[target]
 
 
+# -- helpers of the LLVM vector kernels (intrinsics) below
+
+
+def _vector_load(builder, data, index, lanes):
+    """Load ``lanes`` consecutive elements of ``data`` (a pointer) from ``index`` as one LLVM vector."""
+    pointer = builder.gep(data, [index])
+    vector_type = llvm_ir.VectorType(data.type.pointee, lanes)
+    return builder.load(builder.bitcast(pointer, vector_type.as_pointer()), align=1)
+
+
+def _splat(builder, value, lanes):
+    vector = llvm_ir.Constant(llvm_ir.VectorType(value.type, lanes), None)
+    for lane in range(lanes):
+        vector = builder.insert_element(vector, value, llvm_ir.Constant(llvm_ir.IntType(32), lane))
+    return vector
+
+
+def _is_vector_input(*arrays):
+    return all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" for a in arrays)
+
+
+#: values per block of `_compress_bracket`
+_COMPRESS_LANES = 8
+
+
+@intrinsic
+def _compress_bracket(typingctx, values, lower, upper, work):
+    """Copy the values in ``[lower, upper]`` of the whole blocks of ``values`` to the front of ``work``, in order.
+
+    Returns (how many, how many values are below ``lower``).  One LLVM compress-store per
+    block of `_COMPRESS_LANES` (a single instruction with AVX-512).
+    """
+    if not _is_vector_input(values, work) or not values.dtype == work.dtype == lower == upper == types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        lanes = _COMPRESS_LANES
+        va, wa = (context.make_array(signature.args[i])(context, builder, value=args[i]) for i in (0, 3))
+        i64 = llvm_ir.IntType(64)
+        mask_int = llvm_ir.IntType(lanes)
+        vector = llvm_ir.VectorType(llvm_ir.DoubleType(), lanes)
+        flags = llvm_ir.VectorType(llvm_ir.IntType(1), lanes)
+        low = _splat(builder, args[1], lanes)
+        high = _splat(builder, args[2], lanes)
+        compress = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [vector, va.data.type, flags]),
+            f"llvm.masked.compressstore.v{lanes}f64",
+        )
+        count_bits = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(mask_int, [mask_int]), f"llvm.ctpop.i{lanes}"
+        )
+        inside_count = cgutils.alloca_once_value(builder, i64(0))
+        below_count = cgutils.alloca_once_value(builder, i64(0))
+        n = builder.extract_value(va.shape, 0)
+        with cgutils.for_range(builder, builder.udiv(n, n.type(lanes))) as block:
+            value = _vector_load(builder, va.data, builder.mul(block.index, n.type(lanes)), lanes)
+            inside = builder.and_(builder.fcmp_ordered(">=", value, low), builder.fcmp_ordered("<=", value, high))
+            below = builder.fcmp_ordered("<", value, low)
+            m = builder.load(inside_count)
+            builder.call(compress, [value, builder.gep(wa.data, [m]), inside])
+            for total, mask in ((inside_count, inside), (below_count, below)):
+                added = builder.zext(builder.call(count_bits, [builder.bitcast(mask, mask_int)]), i64)
+                builder.store(builder.add(builder.load(total), added), total)
+        return context.make_tuple(builder, signature.return_type, [builder.load(inside_count), builder.load(below_count)])
+
+    return types.UniTuple(types.int64, 2)(values, lower, upper, work), codegen
+
+
 @njit(cache=True)
 def _select(values, k, has_nan, selected, lower, upper, work):
     """Set ``selected`` to the ``k`` points with the smallest ``values``, chosen as ``np.argsort`` would.
@@ -118,9 +191,8 @@ def _select(values, k, has_nan, selected, lower, upper, work):
         selected[:] = k > 0
         return
     if not has_nan:
-        below = 0
-        m = 0
-        for i in range(n):
+        m, below = _compress_bracket(values, lower, upper, work)
+        for i in range(n - n % _COMPRESS_LANES, n):
             v = values[i]
             work[m] = v
             m += (v >= lower) & (v <= upper)
@@ -139,22 +211,128 @@ def _select(values, k, has_nan, selected, lower, upper, work):
         selected[order[i]] = True
 
 
+# -- the least-squares sums in SUM_LANES interleaved partial sums ----------------------------
+#
+# Point i goes into lane i % SUM_LANES and the lanes are added pairwise at the end, so each
+# sum has one fixed order (on any CPU).  The whole blocks of SUM_LANES points are summed with
+# explicit LLVM vectors (numba's loop vectoriser only vectorises float sums if it may reorder
+# them, i.e. with fastmath); the last n % SUM_LANES points go into their lanes one by one.
+
+
+@intrinsic
+def _block_line_sums(typingctx, x, y, selected, out):
+    """Lanes of sum(x²), sum(x), sum(x·y), sum(y) over the selected points of the whole blocks into ``out[:16]``.
+
+    A point that is not selected adds exact zeros (``x * 0``), as skipping it would.
+    """
+    if not _is_vector_input(x, y, selected, out) or selected.dtype != types.boolean:
+        return None
+    if not x.dtype == y.dtype == out.dtype == types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        xa, ya, sa, oa = (context.make_array(t)(context, builder, value=v) for t, v in zip(signature.args, args, strict=True))
+        n = builder.extract_value(xa.shape, 0)
+        vector = llvm_ir.VectorType(llvm_ir.DoubleType(), SUM_LANES)
+        sums = [cgutils.alloca_once_value(builder, llvm_ir.Constant(vector, None)) for _ in range(4)]
+        with cgutils.for_range(builder, builder.udiv(n, n.type(SUM_LANES))) as loop:
+            first = builder.mul(loop.index, n.type(SUM_LANES))
+            weight = builder.uitofp(_vector_load(builder, sa.data, first, SUM_LANES), vector)
+            xi = builder.fmul(_vector_load(builder, xa.data, first, SUM_LANES), weight)
+            yi = builder.fmul(_vector_load(builder, ya.data, first, SUM_LANES), weight)
+            for total, term in zip(sums, (builder.fmul(xi, xi), xi, builder.fmul(xi, yi), yi), strict=True):
+                builder.store(builder.fadd(builder.load(total), term), total)
+        for k, total in enumerate(sums):
+            builder.store(builder.load(total), builder.bitcast(builder.gep(oa.data, [n.type(k * SUM_LANES)]),
+                                                               vector.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.none(x, y, selected, out), codegen
+
+
+@intrinsic
+def _block_residuals(typingctx, x, y, slope, intercept, selected, squared, out):
+    """Squared residuals of the whole blocks into ``squared``; lanes into ``out[:16]``.
+
+    Lanes of: the sum over the selected points, any NaN (1.0), the largest over the
+    selected points (-inf if none), the smallest over the others (inf if none).
+    """
+    if not _is_vector_input(x, y, selected, squared, out) or selected.dtype != types.boolean:
+        return None
+    if not x.dtype == y.dtype == squared.dtype == out.dtype == slope == intercept == types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        xa, ya, _, _, sa, qa, oa = (
+            context.make_array(t)(context, builder, value=v) if isinstance(t, types.Array) else None
+            for t, v in zip(signature.args, args, strict=True)
+        )
+        n = builder.extract_value(xa.shape, 0)
+        double = llvm_ir.DoubleType()
+        vector = llvm_ir.VectorType(double, SUM_LANES)
+        flags = llvm_ir.VectorType(llvm_ir.IntType(1), SUM_LANES)
+        v_slope = _splat(builder, args[2], SUM_LANES)
+        v_intercept = _splat(builder, args[3], SUM_LANES)
+        zero = llvm_ir.Constant(vector, None)
+        inf = _splat(builder, double(np.inf), SUM_LANES)
+        minus_inf = _splat(builder, double(-np.inf), SUM_LANES)
+        rss = cgutils.alloca_once_value(builder, zero)
+        nan = cgutils.alloca_once_value(builder, llvm_ir.Constant(flags, None))
+        inside = cgutils.alloca_once_value(builder, minus_inf)
+        outside = cgutils.alloca_once_value(builder, inf)
+        with cgutils.for_range(builder, builder.udiv(n, n.type(SUM_LANES))) as loop:
+            first = builder.mul(loop.index, n.type(SUM_LANES))
+            vx = _vector_load(builder, xa.data, first, SUM_LANES)
+            vy = _vector_load(builder, ya.data, first, SUM_LANES)
+            chosen = builder.icmp_unsigned("!=", _vector_load(builder, sa.data, first, SUM_LANES),
+                                           llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(8), SUM_LANES), None))
+            r = builder.fsub(vy, builder.fadd(builder.fmul(vx, v_slope), v_intercept))
+            r2 = builder.fmul(r, r)
+            builder.store(r2, builder.bitcast(builder.gep(qa.data, [first]), vector.as_pointer()), align=1)
+            builder.store(builder.or_(builder.load(nan), builder.fcmp_unordered("uno", r2, r2)), nan)
+            builder.store(builder.fadd(builder.load(rss), builder.select(chosen, r2, zero)), rss)
+            candidate = builder.select(chosen, r2, minus_inf)
+            largest = builder.load(inside)
+            builder.store(builder.select(builder.fcmp_ordered(">", candidate, largest), candidate, largest), inside)
+            candidate = builder.select(chosen, inf, r2)
+            smallest = builder.load(outside)
+            builder.store(builder.select(builder.fcmp_ordered("<", candidate, smallest), candidate, smallest), outside)
+        results = (builder.load(rss), builder.uitofp(builder.load(nan), vector), builder.load(inside),
+                   builder.load(outside))
+        for k, value in enumerate(results):
+            builder.store(value, builder.bitcast(builder.gep(oa.data, [n.type(k * SUM_LANES)]), vector.as_pointer()),
+                          align=1)
+        return context.get_dummy_value()
+
+    return types.none(x, y, slope, intercept, selected, squared, out), codegen
+
+
+@njit(inline="always")
+def _lane_total(lanes, k):
+    """The lanes ``k * SUM_LANES ...`` of ``lanes`` added pairwise: (0 + 1) + (2 + 3)."""
+    first = k * SUM_LANES
+    return (lanes[first] + lanes[first + 1]) + (lanes[first + 2] + lanes[first + 3])
+
+
 @njit(cache=True, error_model="numpy")
-def _selected_line(x, y, selected, k):
-    """Least-squares (slope, intercept) through the ``k`` selected (finite) points, summed in index order."""
-    sxx = 0.0
-    sx = 0.0
-    sxy = 0.0
-    sy = 0.0
-    for i in range(x.shape[0]):
+def _selected_line(x, y, selected, k, lanes):
+    """Least-squares (slope, intercept) through the ``k`` selected (finite) points; ``lanes``: 16 float64 scratch."""
+    _block_line_sums(x, y, selected, lanes)
+    n = x.shape[0]
+    for i in range(n - n % SUM_LANES, n):
         # x * 0 adds an exact zero: the same sums as skipping the point, without a branch
         w = np.float64(selected[i])
         xi = x[i] * w
         yi = y[i] * w
-        sxx += xi * xi
-        sx += xi
-        sxy += xi * yi
-        sy += yi
+        lane = i % SUM_LANES
+        lanes[lane] += xi * xi
+        lanes[SUM_LANES + lane] += xi
+        lanes[2 * SUM_LANES + lane] += xi * yi
+        lanes[3 * SUM_LANES + lane] += yi
+    sxx = _lane_total(lanes, 0)
+    sx = _lane_total(lanes, 1)
+    sxy = _lane_total(lanes, 2)
+    sy = _lane_total(lanes, 3)
     det = sxx * k - sx * sx
     if not det >= FIT_MIN_DET:
         return np.nan, np.nan
@@ -162,26 +340,27 @@ def _selected_line(x, y, selected, k):
 
 
 @njit(cache=True, error_model="numpy")
-def _squared_residuals(x, y, slope, intercept, selected, squared):
-    """Fill ``squared`` for all points.
+def _squared_residuals(x, y, slope, intercept, selected, squared, lanes):
+    """Fill ``squared`` for all points; ``lanes``: 16 float64 scratch.
 
     Returns (any NaN, sum over the selected points, largest over the selected points,
     smallest over the others).
     """
-    rss = 0.0
-    nan = False
-    inside = -np.inf
-    outside = np.inf
-    for i in range(x.shape[0]):
+    _block_residuals(x, y, slope, intercept, selected, squared, lanes)
+    n = x.shape[0]
+    for i in range(n - n % SUM_LANES, n):
         r = y[i] - (x[i] * slope + intercept)
         r2 = r * r
         squared[i] = r2
-        nan |= r2 != r2
         s = selected[i]
-        rss += r2 if s else 0.0
-        inside = max(inside, r2 if s else -np.inf)
-        outside = min(outside, np.inf if s else r2)
-    return nan, rss, inside, outside
+        lane = i % SUM_LANES
+        lanes[lane] += r2 if s else 0.0
+        lanes[SUM_LANES + lane] += 0.0 if r2 == r2 else 1.0
+        lanes[2 * SUM_LANES + lane] = max(lanes[2 * SUM_LANES + lane], r2 if s else -np.inf)
+        lanes[3 * SUM_LANES + lane] = min(lanes[3 * SUM_LANES + lane], np.inf if s else r2)
+    inside = max(max(lanes[8], lanes[9]), max(lanes[10], lanes[11]))
+    outside = min(min(lanes[12], lanes[13]), min(lanes[14], lanes[15]))
+    return _lane_total(lanes, 1) > 0, _lane_total(lanes, 0), inside, outside
 
 
 @njit(cache=True, error_model="numpy")
@@ -201,6 +380,7 @@ def lts_fit(x, y, rng, samples, relative_sample_size, max_iterations, eps):
     pair = np.empty(2, dtype=np.int64)
     squared = np.empty(n)
     work = np.empty(n)
+    lanes = np.empty(4 * SUM_LANES)
     selected = np.zeros(n, dtype=np.bool_)
     have_selection = False
     best_slope = np.nan
@@ -216,7 +396,7 @@ def lts_fit(x, y, rng, samples, relative_sample_size, max_iterations, eps):
         if np.isnan(slope):
             continue
         # (the residual sum returned here is unused: the pair's own comes from _fit)
-        has_nan, _, inside, outside = _squared_residuals(x, y, slope, intercept, selected, squared)
+        has_nan, _, inside, outside = _squared_residuals(x, y, slope, intercept, selected, squared, lanes)
         if not have_selection:
             inside, outside = np.inf, -np.inf
         for iteration in range(max_iterations):
@@ -226,8 +406,8 @@ def lts_fit(x, y, rng, samples, relative_sample_size, max_iterations, eps):
             _select(squared, sample_size, has_nan, selected, min(inside, outside), inside, work)
             have_selection = True
             last_rss = rss
-            slope, intercept = _selected_line(x, y, selected, sample_size)
-            has_nan, rss, inside, outside = _squared_residuals(x, y, slope, intercept, selected, squared)
+            slope, intercept = _selected_line(x, y, selected, sample_size, lanes)
+            has_nan, rss, inside, outside = _squared_residuals(x, y, slope, intercept, selected, squared, lanes)
             if abs(last_rss - rss) < eps:
                 break
         if rss < best_rss:
