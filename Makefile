@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: all venv demo demo-cwl test test-slow bench lint clean
+.PHONY: all venv demo demo-python test test-slow bench lint clean
 
 all: test
 
@@ -21,14 +21,13 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP)
 
+# workflows/full_chain.cwl with cwltool --parallel on workflows/full_chain.demo.yaml, then a gammapy fit
 demo: $(STAMP)
 	$(PY) -m iactpipe.demo --output-dir $(DEMO_DIR)
 
-# the same chain as one CWL workflow run by cwltool (plus the 10/30 deg IRF grid); outputs in $(DEMO_DIR)-cwl
-demo-cwl: $(STAMP)
-	mkdir -p $(DEMO_DIR)-cwl
-	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/cwltool --parallel --outdir $(DEMO_DIR)-cwl \
-	  workflows/full_chain.cwl workflows/full_chain.demo.yaml
+# the same steps one command line after the other, without CWL (and without the 10/30 deg IRF grid)
+demo-python: $(STAMP)
+	$(PY) -m iactpipe.demo --engine python --output-dir $(DEMO_DIR)-python
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile tests
@@ -43,5 +42,5 @@ lint: $(STAMP)
 	$(PY) -m ruff check tools-py tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)-cwl .numba_cache build *.egg-info
+	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)-python .numba_cache build *.egg-info
 include mk/engines.mk

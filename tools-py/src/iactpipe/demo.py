@@ -1,13 +1,17 @@
 """``python -m iactpipe.demo``: the main job on the embedded default configuration.
 
-Runs the whole chain as a user would, step by step from the command line, into one output
-directory: simulations -> DL1 -> DL2 -> model training (with cross-validation metrics) ->
-cuts and IRFs -> a simulated Crab observation -> DL1 -> DL2 -> DL3 + index -> a gammapy
-spectral fit compared with the injected spectrum.
+By default runs ``workflows/full_chain.cwl`` with ``cwltool --parallel`` on the job file
+``workflows/full_chain.demo.yaml``: simulations -> DL1 -> DL2 -> model training (with
+cross-validation metrics) -> cuts and IRFs over a zenith grid -> a simulated Crab observation ->
+DL1 -> DL2 -> DL3 (marginalized IRF) + index -> quality and benchmark reports; then a gammapy
+spectral fit of the DL3 run compared with the injected spectrum. ``--engine python`` runs the
+same steps (without the zenith grid) one after the other from the command line.
 """
 
 import argparse
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import tables
 
+WORKFLOWS = Path(__file__).resolve().parents[3] / "workflows"  # in a source checkout
+STEP_DONE = re.compile(r"\[step ([^\]]+)\] completed (\w+)")
 #: Crab HEGRA (pyirf.spectral.CRAB_HEGRA), the observation simulator's default source spectrum
 CRAB = {"ra": 83.63308, "dec": 22.0145, "index": 2.62, "amplitude": 2.83e-11}
 COMMON_SIM = ["--images-only", "--energy-max", "100 TeV", "--spectral-index", "-2"]
@@ -121,6 +127,87 @@ def _run(step, args, cwd):
     return time.perf_counter() - t0
 
 
+def run_python_chain(out, scale):
+    """Run :func:`chain` step by step in ``out``; return where its products are."""
+    (out / "dl3").mkdir(parents=True, exist_ok=True)
+    for label, step, step_args, outputs in chain(scale):
+        seconds = _run(step, step_args, out)
+        print(f"demo: {label}: iactpipe-{step} wrote {', '.join(outputs)} in {seconds:.1f} s", flush=True)
+    return {"dl3": out / "dl3", "irfs": [out / "irf.fits"], "cuts": out / "cuts.fits",
+            "performance": [out / "performance.fits"],
+            "models": {name: out / f"{name}.model.h5" for name in ("energy", "gammaness", "disp")},
+            "quality": [out / "quality"], "benchmark": out / "benchmark"}
+
+
+def scaled_job(job, scale):
+    """The full_chain.cwl job ``job`` with its shower counts and observation time multiplied by ``scale``."""
+    job = dict(job)
+    for key, value in job.items():
+        if key.endswith("_n_showers") or key == "observation_duration":
+            job[key] = max(1, round(float(value) * scale)) if value is not None else None
+    return job
+
+
+def _cwl_path(obj):
+    return Path(obj["path"]) if obj else None
+
+
+def run_cwl_chain(out, scale, job_file=None, parallel=True):
+    """Run ``workflows/full_chain.cwl`` with cwltool on the demo job file, outputs in ``out``;
+    return where its products are (from cwltool's output object)."""
+    from ruamel.yaml import YAML
+
+    workflow = WORKFLOWS / "full_chain.cwl"
+    job_file = Path(job_file) if job_file else WORKFLOWS / "full_chain.demo.yaml"
+    for path in (workflow, job_file):
+        if not path.is_file():
+            sys.exit(f"demo: {path} not found (the CWL engine needs a source checkout; or use --engine python)")
+    job = scaled_job(YAML(typ="safe").load(job_file.read_text()), scale)
+    out.mkdir(parents=True, exist_ok=True)
+    job_path = out / "full_chain.job.json"
+    job_path.write_text(json.dumps(job, indent=1))
+    bin_dir = Path(sys.executable).parent
+    cwltool = shutil.which("cwltool", path=str(bin_dir)) or shutil.which("cwltool")
+    if cwltool is None:
+        sys.exit("demo: cwltool not found (pip install cwltool, or use --engine python)")
+    work = out / ".cwltool"
+    cmd = [cwltool, *(["--parallel"] if parallel else []), "--outdir", str(out),
+           "--tmpdir-prefix", f"{work}/tmp/", "--tmp-outdir-prefix", f"{work}/out/", str(workflow), str(job_path)]
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    print(f"demo: {' '.join(cmd)}", flush=True)
+    log_path = out / "cwltool.log"
+    t0 = time.perf_counter()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout = []
+        import threading
+
+        reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        for line in proc.stderr:
+            log.write(line)
+            match = STEP_DONE.search(line)
+            if match:
+                print(f"demo: [{time.perf_counter() - t0:6.0f} s] {match.group(1)} {match.group(2)}", flush=True)
+        proc.wait()
+        reader.join()
+    if proc.returncode != 0:
+        sys.exit(f"demo: cwltool failed (exit {proc.returncode}); see {log_path}")
+    shutil.rmtree(work, ignore_errors=True)
+    result = json.loads(stdout[0])
+    # cwltool puts every output in one directory: keep the steps' provenance records apart
+    (out / "provenance").mkdir(exist_ok=True)
+    for record in result.get("provenance_logs") or []:
+        if record and Path(record["path"]).is_file():
+            shutil.move(record["path"], out / "provenance" / record["basename"])
+    (out / "full_chain.outputs.json").write_text(json.dumps(result, indent=1))
+    return {"dl3": _cwl_path(result["dl3_directory"]), "irfs": [_cwl_path(f) for f in result["irfs"]],
+            "cuts": _cwl_path(result["cuts"]), "performance": [_cwl_path(f) for f in result["performance"] if f],
+            "models": {name: _cwl_path(result[f"{name}_model"]) for name in ("energy", "gammaness", "disp")},
+            "quality": [_cwl_path(d) for d in result["quality_reports"]],
+            "benchmark": _cwl_path(result.get("benchmark_report"))}
+
+
 def cv_metrics(path):
     """The cross-validation metrics a training step stored in its model file (JSON attributes)."""
     with tables.open_file(path) as h5:
@@ -132,29 +219,18 @@ def cv_metrics(path):
     return None
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="iactpipe demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="demo-output", type=Path)
-    parser.add_argument("--scale", default=1.0, type=float,
-                        help="multiply the simulated showers and observation time (default 1)")
-    args = parser.parse_args(argv)
-    out = args.output_dir.resolve()
-    (out / "dl3").mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    for label, step, step_args, outputs in chain(args.scale):
-        seconds = _run(step, step_args, out)
-        print(f"demo: {label}: iactpipe-{step} wrote {', '.join(outputs)} in {seconds:.1f} s", flush=True)
-
+def report(out, products, seconds):
+    """Print the models' CV metrics, a gammapy fit of the DL3 run(s) and where the products are."""
     print("\n=== cross-validation metrics of the trained models (mean +- std over the folds)")
-    for name in ("energy", "gammaness", "disp"):
-        for tel_type, metrics in (cv_metrics(out / f"{name}.model.h5") or {}).items():
+    for name, path in products["models"].items():
+        for tel_type, metrics in (cv_metrics(path) or {}).items():
             text = ", ".join(f"{key} {np.mean(v):.3f} +- {np.std(v):.3f}" for key, v in metrics.items())
             print(f"  {name:9s} {tel_type}: {text}")
 
     print("\n=== gammapy 1D spectral fit of the simulated Crab run (reflected regions, power law)")
     from .spectrum_check import fit_power_law
 
-    fit = fit_power_law(out / "dl3", CRAB["ra"], CRAB["dec"])
+    fit = fit_power_law(products["dl3"], CRAB["ra"], CRAB["dec"])
     (out / "spectrum_fit.json").write_text(json.dumps(fit, indent=2))
     print(f"  ON {fit['n_on']:.0f}, OFF {fit['n_off']:.0f} (alpha {fit['alpha']:.3f}), excess {fit['excess']:.1f}, "
           f"significance {fit['significance']:.1f} sigma")
@@ -162,12 +238,38 @@ def main(argv=None):
     print(f"  amplitude {fit['amplitude']:.3g} +- {fit['amplitude_err']:.2g} cm-2 s-1 TeV-1 at 1 TeV   "
           f"(injected {CRAB['amplitude']:.3g})")
 
-    print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s; outputs in {out}:")
-    print(f"  DL3 directory: {out / 'dl3'} (hdu-index.fits.gz, obs-index.fits.gz)")
-    print(f"  IRF: {out / 'irf.fits'}   cuts: {out / 'cuts.fits'}   performance: {out / 'performance.fits'}")
-    print(f"  models: {', '.join(str(out / f'{n}.model.h5') for n in ('energy', 'gammaness', 'disp'))}")
-    print(f"  quality report: {out / 'quality' / 'report.html'}")
-    print(f"  benchmark report: {out / 'benchmark' / 'report.html'}")
+    print(f"\ndemo finished in {seconds:.0f} s; outputs in {out}:")
+    print(f"  DL3 directory: {products['dl3']} (hdu-index.fits.gz, obs-index.fits.gz)")
+    print(f"  IRFs: {', '.join(map(str, products['irfs']))}")
+    print(f"  cuts: {products['cuts']}   performance: {', '.join(map(str, products['performance']))}")
+    print(f"  models: {', '.join(map(str, products['models'].values()))}")
+    for path in products["quality"]:
+        print(f"  quality report: {path / 'report.html'}")
+    if products["benchmark"]:
+        print(f"  benchmark report: {products['benchmark'] / 'report.html'}")
+    return fit
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="iactpipe demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", default="demo-output", type=Path)
+    parser.add_argument("--engine", choices=("cwltool", "python"), default="cwltool",
+                        help="cwltool: workflows/full_chain.cwl on workflows/full_chain.demo.yaml (default); "
+                             "python: the same steps one after the other from the command line (no IRF zenith grid)")
+    parser.add_argument("--job", type=Path, default=None,
+                        help="full_chain.cwl job file (cwltool engine; default workflows/full_chain.demo.yaml)")
+    parser.add_argument("--sequential", action="store_true", help="run cwltool without --parallel")
+    parser.add_argument("--scale", default=1.0, type=float,
+                        help="multiply the simulated showers and observation time (default 1)")
+    args = parser.parse_args(argv)
+    out = args.output_dir.resolve()
+    t_start = time.perf_counter()
+    if args.engine == "cwltool":
+        products = run_cwl_chain(out, args.scale, args.job, parallel=not args.sequential)
+    else:
+        products = run_python_chain(out, args.scale)
+    products["fit"] = report(out, products, time.perf_counter() - t_start)
+    return products
 
 
 if __name__ == "__main__":
