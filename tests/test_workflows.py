@@ -100,6 +100,11 @@ def test_portable_to_dirac_cwl(path):
     assert isinstance(loaded, kinds)
     # ... and writes it back with relative ids for the job wrapper's cwltool
     assert not _sources_changed_by_save(loaded), "a step input named <step>_<x> loses its step prefix"
+    if doc["class"] == "Workflow":
+        # every tool a workflow runs, once inlined, keeps ResourceRequirement first
+        for node in _processes(packed):
+            if node.get("class") == "CommandLineTool":
+                assert node["requirements"][0]["class"] == "ResourceRequirement", node.get("id")
 
 
 def _sources_changed_by_save(process):
@@ -113,16 +118,17 @@ def _sources_changed_by_save(process):
     def walk(absolute, relative):
         if isinstance(absolute, dict):
             if absolute.get("class") == "Workflow":
-                for step_a, step_r in zip(absolute.get("steps", []), relative.get("steps", [])):
-                    for in_a, in_r in zip(step_a.get("in", []), step_r.get("in", [])):
-                        for src_a, src_r in zip(_as_list(in_a.get("source")), _as_list(in_r.get("source"))):
+                for step_a, step_r in zip(absolute.get("steps", []), relative.get("steps", []), strict=True):
+                    for in_a, in_r in zip(step_a.get("in", []), step_r.get("in", []), strict=True):
+                        sources = zip(_as_list(in_a.get("source")), _as_list(in_r.get("source")), strict=True)
+                        for src_a, src_r in sources:
                             src_a = src_a.split("#")[-1]
                             if not (src_a == src_r or src_a.endswith("/" + src_r)):
                                 changed.append((step_r["id"], in_r["id"], src_a, src_r))
             for key in absolute:
                 walk(absolute[key], relative[key])
         elif isinstance(absolute, list):
-            for a, r in zip(absolute, relative):
+            for a, r in zip(absolute, relative, strict=True):
                 walk(a, r)
 
     walk(save(process, relative_uris=False), save(process, relative_uris=True))
@@ -131,11 +137,6 @@ def _sources_changed_by_save(process):
 
 def _as_list(value):
     return [value] if isinstance(value, str) else list(value or [])
-    if doc["class"] == "Workflow":
-        # every tool a workflow runs, once inlined, keeps ResourceRequirement first
-        for node in _processes(packed):
-            if node.get("class") == "CommandLineTool":
-                assert node["requirements"][0]["class"] == "ResourceRequirement", node.get("id")
 
 
 def _processes(node):
