@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tables
 from iactpipe.errors import DataError
+from iactpipe.models import forest as forest_module
 from iactpipe.models.forest import flatten_forest, predict_forest
 from iactpipe.models.model_file import ModelSet, is_model_file, read_model, write_model
 from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
@@ -65,13 +66,56 @@ def test_missing_values_follow_sklearn():
     model = RandomForestRegressor(n_estimators=10, random_state=4).fit(X, y)
     X_test = X[:800].copy()
     X_test[rng.random(X_test.shape) < 0.2] = np.nan
-    _close(flatten_forest(model).predict(X_test)[:, 0], model.predict(X_test))
+    flat = flatten_forest(model)
+    _close(flat.predict(X_test)[:, 0], model.predict(X_test))
+    np.testing.assert_array_equal(flat.predict(X_test, n_threads=2), flat.predict(X_test))
+    _close(flat.predict(X_test[3:4])[:, 0], model.predict(X_test[3:4]))
 
 
 def test_threads_give_identical_results():
     X, y, _ = _data(n=5000)
     flat = flatten_forest(ExtraTreesRegressor(n_estimators=10, random_state=0).fit(X, y))
     np.testing.assert_array_equal(predict_forest(flat, X, n_threads=2), predict_forest(flat, X, n_threads=1))
+
+
+@pytest.mark.parametrize("params", [
+    dict(max_depth=None, min_samples_leaf=1),  # deep, unbalanced (bootstrap, noisy target)
+    dict(max_depth=1),  # stumps: leaves above the vectorised top levels
+    dict(max_depth=3),
+    dict(max_depth=6, min_samples_leaf=300),  # leaves at mixed depths around the top levels
+])
+def test_tree_shapes_and_row_counts(params):
+    X, y, rng = _data(n=2500, seed=5)
+    model = RandomForestRegressor(n_estimators=6, random_state=5, **params).fit(X, y)
+    depths = [est.tree_.max_depth for est in model.estimators_]
+    if params["max_depth"] is None:
+        assert min(depths) >= 15
+    flat = flatten_forest(model)
+    X_test = rng.normal(size=(97, X.shape[1])) * X.std(axis=0)
+    for n in (1, 2, 23, 24, 25, 48, 97):  # partial tiles of rows
+        _close(flat.predict(X_test[:n])[:, 0], model.predict(X_test[:n]))
+
+
+def test_single_leaf_trees():
+    X, _, _ = _data(n=300)
+    for y in (np.full(300, 2.5), np.r_[np.full(299, 1.0), 3.0]):  # constant, and (bootstrap) mostly constant
+        model = ExtraTreesRegressor(n_estimators=5, random_state=0, bootstrap=True).fit(X, y)
+        assert min(est.tree_.node_count for est in model.estimators_) == 1
+        _close(flatten_forest(model).predict(X[:30])[:, 0], model.predict(X[:30]))
+
+
+def test_blocks_and_threads(monkeypatch):
+    """Rows split into many blocks (unequal tiles) and over threads: identical results."""
+    X, y, rng = _data(n=3000, seed=6)
+    labels = np.where(y > 0.5, 2, np.where(y < -0.5, 0, 1))
+    model = RandomForestClassifier(n_estimators=7, random_state=6).fit(X, labels)
+    flat = flatten_forest(model)
+    X_test = rng.normal(size=(1001, X.shape[1])) * X.std(axis=0)
+    whole = flat.predict_proba(X_test)
+    _close(whole, model.predict_proba(X_test))
+    monkeypatch.setattr(forest_module, "BLOCK", 50)
+    np.testing.assert_array_equal(flat.predict_proba(X_test), whole)
+    np.testing.assert_array_equal(flat.predict_proba(X_test, n_threads=2), whole)
 
 
 def test_wrong_feature_count_and_unsupported_estimator():

@@ -15,11 +15,13 @@ Prediction = mean over trees of the leaf values, summed in tree order like sciki
 the features cast to float32 first like scikit-learn does: equal to ``predict`` /
 ``predict_proba`` within floating-point rounding of the sum.
 
-Inference (:func:`predict_forest`) packs each node into one 16-byte record (feature offset,
-children, float32 threshold) and copies the rows, block by block, feature-major into a float32
-buffer; a tree then takes 32 rows at a time down to their leaves in lockstep, branch-free, so that
-their memory loads overlap, and a block goes through all trees before the next (large blocks: a
-tree's nodes are reused by many rows while it is in cache).
+Inference (:func:`predict_forest`, layout built once per forest by :func:`_packed`) copies the
+rows, block by block, into tiles of ``LANES`` rows (feature-major within a tile, float32); for each
+tree, a vectorised pass takes every row through the tree's top ``TOP`` levels (all 15 comparisons
+evaluated branch-free, the path picked by selects), then each tile's rows go from there to their
+leaves in lockstep, branch-free, over 16-byte node records, so that their memory loads overlap.  A
+block goes through all trees before the next (large blocks: a tree's nodes are reused by many rows
+while it is in cache).
 """
 
 from dataclasses import dataclass, field
@@ -37,9 +39,9 @@ SUPPORTED_ESTIMATORS = {
     "ExtraTreesClassifier": "classifier",
 }
 
-BLOCK = 32768  # rows taken through one tree before the next (the tree is reused while in cache)
-LANES = 32  # rows stepped down a tree in lockstep (see _descend)
-STRIDE = BLOCK + LANES  # row length of the feature-major buffer (padding: the last lanes, no 4 KiB aliasing)
+BLOCK = 131072  # most rows taken through one tree before the next (the tree is reused while in cache)
+LANES = 16  # rows stepped down a tree in lockstep (see _descend); a tile holds LANES rows
+TOP = 4  # levels taken by the vectorised first pass (_top_exits): 15 nodes, 16 exits
 
 
 @dataclass
@@ -161,7 +163,7 @@ def predict_forest(forest, X, n_threads=1):
     out = np.zeros((X.shape[0], forest.n_values), dtype=np.float64)
     if X.shape[0] == 0:
         return out
-    args = (X, *_packed(forest), forest.value, out, bool(np.isnan(X).any()))
+    args = (X, *_packed(forest), out, bool(np.isnan(X).any()))
     if n_threads is None or n_threads > 1:
         previous = numba.get_num_threads()
         limit = numba.config.NUMBA_NUM_THREADS
@@ -174,173 +176,243 @@ def predict_forest(forest, X, n_threads=1):
         finally:
             numba.set_num_threads(previous)
     else:
-        _predict_serial(*args)
+        # small trees (<= 64 KiB) stay in cache anyway: then smaller blocks keep the rows' tiles in cache too
+        block = BLOCK if forest.n_nodes > 4096 * forest.n_trees else min(BLOCK, 8192)
+        n_blocks = -(-X.shape[0] // block)
+        _predict_serial(*args, -(-X.shape[0] // n_blocks))  # blocks of equal size
     return out
 
 
 def _packed(forest):
-    """Inference layout, built once per forest: node records and tree roots.
+    """Inference layout, built once per forest (cached on it; the stored arrays are unchanged).
 
-    Node i is the record ``rec[4 i:4 i + 4]`` (uint32): ``feature * STRIDE`` (its row offset in
-    the feature-major buffer), the offsets of the records of the left and the right child, and the
-    threshold as float32 (read through ``thr``, a float32 view of ``rec``).  A row goes to
-    ``rec[n + 1 + (x > threshold)]``; leaves point to themselves.  ``float32(x) <= t`` is the same
-    test as ``float32(x) <= t32`` with t32 the largest float32 not above t, so the float64
-    thresholds become float32 ones without changing any decision.  ``nan_right`` (per node):
-    NaN features go right (scikit-learn's missing-value rule; used only when X has NaNs).
+    Node records ``rec`` (uint32), four words each, addressed by the offset ``n`` of their first
+    word.  Inner node: ``rec[n]`` = feature * LANES (the feature's row in a tile), ``rec[n + 1]``,
+    ``rec[n + 2]`` = offsets of the left and the right child, ``thr[n + 3]`` = the threshold as
+    float32 (``thr`` is a float32 view of ``rec``), so a row goes to ``rec[n + 1 + (x > thr)]``.
+    ``float32(x) <= t`` is the same test as ``float32(x) <= t32`` with t32 the largest float32 not
+    above t, so the float64 thresholds become float32 ones without changing any decision.
+    Leaf k (all trees' leaves first, in node order) has the odd offset ``n = 4 k + 1`` and reads as
+    a node that sends every row to itself (feature 0, both children ``n``, threshold +inf): lanes
+    that arrived stay, ``n & 1`` marks arrival and ``n >> 2`` indexes ``leaf_value``.
+    ``nan_right[n >> 2]``: NaN features go right at inner node n (scikit-learn's missing-value
+    rule; used only when X has NaNs).  Per tree, the top ``TOP`` levels as a complete binary tree
+    in breadth-first order (``top_feature``, ``top_threshold``: 15 nodes; a leaf above level TOP
+    continues as nodes that send everything left to it) and ``entry``: the record offsets of the
+    16 nodes reached below them.
     """
     cached = getattr(forest, "_packed_cache", None)
     if cached is not None:
         return cached
-    n = forest.n_nodes
-    if n * 4 >= 2**32 or forest.n_features * STRIDE >= 2**32:
-        raise ValueError(f"forest too large for 32-bit node records ({n} nodes)")
-    tree_of = np.repeat(np.arange(forest.n_trees), np.diff(forest.node_offset))
-    base = forest.node_offset[:-1][tree_of]
+    n_trees = forest.n_trees
     leaf = forest.left == -1
-    own = np.arange(n, dtype=np.int64)
-    rec = np.empty((n, 4), dtype=np.uint32)
-    rec[:, 0] = np.where(leaf, 0, forest.feature).astype(np.int64) * STRIDE
-    rec[:, 1] = 4 * np.where(leaf, own, forest.left + base)
-    rec[:, 2] = 4 * np.where(leaf, own, forest.right + base)
+    tree_of = np.repeat(np.arange(n_trees), np.diff(forest.node_offset))
+    base = forest.node_offset[:-1][tree_of]
+    leaf_ids = np.flatnonzero(leaf)
+    inner_ids = np.flatnonzero(~leaf)
+    n_leaves = len(leaf_ids)
+    first_inner = 4 * (n_leaves + 1)  # one spare word after the last leaf (it reads rec[n + 3])
+    total = first_inner + 4 * len(inner_ids)
+    if total >= 2**32 or forest.n_features * LANES >= 2**32:
+        raise ValueError(f"forest too large for 32-bit node records ({forest.n_nodes} nodes)")
+    offset = np.empty(forest.n_nodes, dtype=np.int64)  # record offset of each node
+    offset[leaf_ids] = 4 * np.arange(n_leaves) + 1
+    offset[inner_ids] = first_inner + 4 * np.arange(len(inner_ids))
     thr32 = forest.threshold.astype(np.float32)
     above = thr32.astype(np.float64) > forest.threshold
     thr32[above] = np.nextafter(thr32[above], np.float32(-np.inf))
     thr32[leaf] = np.inf
-    rec.view(np.float32)[:, 3] = thr32
-    rec = rec.ravel()
-    nan_right = np.where(leaf, 0, forest.missing_left == 0).astype(np.uint8)
-    roots = (4 * forest.node_offset[:-1]).astype(np.uint64)
-    cached = (roots, rec, rec.view(np.float32), nan_right)
+
+    rec = np.zeros(total, dtype=np.uint32)
+    thr = rec.view(np.float32)
+    at = offset[inner_ids]
+    rec[at] = forest.feature[inner_ids].astype(np.int64) * LANES
+    rec[at + 1] = offset[forest.left[inner_ids] + base[inner_ids]]
+    rec[at + 2] = offset[forest.right[inner_ids] + base[inner_ids]]
+    thr[at + 3] = thr32[inner_ids]
+    at = offset[leaf_ids]
+    rec[at + 1] = at
+    rec[at + 2] = at
+    thr[at + 3] = np.inf
+    nan_right = np.zeros(total // 4 + 1, dtype=np.uint8)
+    nan_right[offset[inner_ids] >> 2] = forest.missing_left[inner_ids] == 0
+    leaf_value = np.ascontiguousarray(forest.value[leaf_ids])
+
+    # the top TOP levels of every tree, breadth-first (position k has children 2k + 1, 2k + 2)
+    n_top = 2**TOP - 1
+    node = np.empty((n_trees, 2 * n_top + 1), dtype=np.int64)  # global node id at each position
+    node[:, 0] = forest.node_offset[:-1]
+    top_feature = np.zeros((n_trees, n_top), dtype=np.uint64)
+    top_threshold = np.full((n_trees, n_top), np.inf, dtype=np.float32)
+    for k in range(n_top):
+        nd = node[:, k]
+        inner = ~leaf[nd]
+        top_feature[inner, k] = forest.feature[nd[inner]].astype(np.uint64) * np.uint64(LANES)
+        top_threshold[inner, k] = thr32[nd[inner]]
+        node[:, 2 * k + 1] = np.where(inner, forest.left[nd] + forest.node_offset[:-1], nd)
+        node[:, 2 * k + 2] = np.where(inner, forest.right[nd] + forest.node_offset[:-1], nd)
+    entry = offset[node[:, n_top:]].astype(np.uint64)
+    roots = offset[forest.node_offset[:-1]].astype(np.uint64)
+    cached = (rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold, entry)
     forest._packed_cache = cached
     return cached
 
 
 @njit(cache=True, inline="always")
 def _down(xt, rec, thr, n, j):
-    """Record offset of the child of node ``n`` (record offset) that lane ``j`` goes to."""
+    """Record offset of the child of node ``n`` that lane ``j`` goes to."""
     return np.uint64(rec[n + np.uint64(1) + np.uint64(xt[np.uint64(rec[n]) + np.uint64(j)] > thr[n + np.uint64(3)])])
 
 
 @njit(cache=True, inline="always")
-def _descend(xt, rec, thr, root):
-    """Take 32 lanes (lane j: the row whose features are ``xt[j]``, ``xt[STRIDE + j]``, ...) from
-    ``root`` down to their leaves in lockstep, one level per pass, branch-free (leaves point to
-    themselves, so lanes that arrived stay); returns the leaves' record offsets."""
-    n0 = n1 = n2 = n3 = n4 = n5 = n6 = n7 = root
-    n8 = n9 = n10 = n11 = n12 = n13 = n14 = n15 = root
-    n16 = n17 = n18 = n19 = n20 = n21 = n22 = n23 = root
-    n24 = n25 = n26 = n27 = n28 = n29 = n30 = n31 = root
+def _descend(xt, rec, thr, entry, ex, first):
+    """Take the LANES = 16 rows of the tile ``xt`` (lane j: features ``xt[j]``, ``xt[LANES + j]``, ...) from
+    their entry nodes ``entry[ex[first + j]]`` down to their leaves in lockstep, one level per pass,
+    branch-free (leaves send rows to themselves and have odd offsets); returns the leaves' record offsets."""
+    n0 = entry[ex[first + 0]]
+    n1 = entry[ex[first + 1]]
+    n2 = entry[ex[first + 2]]
+    n3 = entry[ex[first + 3]]
+    n4 = entry[ex[first + 4]]
+    n5 = entry[ex[first + 5]]
+    n6 = entry[ex[first + 6]]
+    n7 = entry[ex[first + 7]]
+    n8 = entry[ex[first + 8]]
+    n9 = entry[ex[first + 9]]
+    n10 = entry[ex[first + 10]]
+    n11 = entry[ex[first + 11]]
+    n12 = entry[ex[first + 12]]
+    n13 = entry[ex[first + 13]]
+    n14 = entry[ex[first + 14]]
+    n15 = entry[ex[first + 15]]
     while True:
-        a0, a1, a2, a3, a4, a5, a6, a7 = n0, n1, n2, n3, n4, n5, n6, n7
-        a8, a9, a10, a11, a12, a13, a14, a15 = n8, n9, n10, n11, n12, n13, n14, n15
-        a16, a17, a18, a19, a20, a21, a22, a23 = n16, n17, n18, n19, n20, n21, n22, n23
-        a24, a25, a26, a27, a28, a29, a30, a31 = n24, n25, n26, n27, n28, n29, n30, n31
-        n0 = _down(xt, rec, thr, a0, 0)
-        n1 = _down(xt, rec, thr, a1, 1)
-        n2 = _down(xt, rec, thr, a2, 2)
-        n3 = _down(xt, rec, thr, a3, 3)
-        n4 = _down(xt, rec, thr, a4, 4)
-        n5 = _down(xt, rec, thr, a5, 5)
-        n6 = _down(xt, rec, thr, a6, 6)
-        n7 = _down(xt, rec, thr, a7, 7)
-        n8 = _down(xt, rec, thr, a8, 8)
-        n9 = _down(xt, rec, thr, a9, 9)
-        n10 = _down(xt, rec, thr, a10, 10)
-        n11 = _down(xt, rec, thr, a11, 11)
-        n12 = _down(xt, rec, thr, a12, 12)
-        n13 = _down(xt, rec, thr, a13, 13)
-        n14 = _down(xt, rec, thr, a14, 14)
-        n15 = _down(xt, rec, thr, a15, 15)
-        n16 = _down(xt, rec, thr, a16, 16)
-        n17 = _down(xt, rec, thr, a17, 17)
-        n18 = _down(xt, rec, thr, a18, 18)
-        n19 = _down(xt, rec, thr, a19, 19)
-        n20 = _down(xt, rec, thr, a20, 20)
-        n21 = _down(xt, rec, thr, a21, 21)
-        n22 = _down(xt, rec, thr, a22, 22)
-        n23 = _down(xt, rec, thr, a23, 23)
-        n24 = _down(xt, rec, thr, a24, 24)
-        n25 = _down(xt, rec, thr, a25, 25)
-        n26 = _down(xt, rec, thr, a26, 26)
-        n27 = _down(xt, rec, thr, a27, 27)
-        n28 = _down(xt, rec, thr, a28, 28)
-        n29 = _down(xt, rec, thr, a29, 29)
-        n30 = _down(xt, rec, thr, a30, 30)
-        n31 = _down(xt, rec, thr, a31, 31)
-        moved = (n0 ^ a0) | (n1 ^ a1) | (n2 ^ a2) | (n3 ^ a3)
-        moved |= (n4 ^ a4) | (n5 ^ a5) | (n6 ^ a6) | (n7 ^ a7)
-        moved |= (n8 ^ a8) | (n9 ^ a9) | (n10 ^ a10) | (n11 ^ a11)
-        moved |= (n12 ^ a12) | (n13 ^ a13) | (n14 ^ a14) | (n15 ^ a15)
-        moved |= (n16 ^ a16) | (n17 ^ a17) | (n18 ^ a18) | (n19 ^ a19)
-        moved |= (n20 ^ a20) | (n21 ^ a21) | (n22 ^ a22) | (n23 ^ a23)
-        moved |= (n24 ^ a24) | (n25 ^ a25) | (n26 ^ a26) | (n27 ^ a27)
-        moved |= (n28 ^ a28) | (n29 ^ a29) | (n30 ^ a30) | (n31 ^ a31)
-        if moved == 0:
-            return (n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, n10, n11, n12, n13, n14, n15,
-                    n16, n17, n18, n19, n20, n21, n22, n23, n24, n25, n26, n27, n28, n29, n30, n31)
+        n0 = _down(xt, rec, thr, n0, 0)
+        n1 = _down(xt, rec, thr, n1, 1)
+        n2 = _down(xt, rec, thr, n2, 2)
+        n3 = _down(xt, rec, thr, n3, 3)
+        n4 = _down(xt, rec, thr, n4, 4)
+        n5 = _down(xt, rec, thr, n5, 5)
+        n6 = _down(xt, rec, thr, n6, 6)
+        n7 = _down(xt, rec, thr, n7, 7)
+        n8 = _down(xt, rec, thr, n8, 8)
+        n9 = _down(xt, rec, thr, n9, 9)
+        n10 = _down(xt, rec, thr, n10, 10)
+        n11 = _down(xt, rec, thr, n11, 11)
+        n12 = _down(xt, rec, thr, n12, 12)
+        n13 = _down(xt, rec, thr, n13, 13)
+        n14 = _down(xt, rec, thr, n14, 14)
+        n15 = _down(xt, rec, thr, n15, 15)
+        if (n0 & n1 & n2 & n3 & n4 & n5 & n6 & n7 & n8 & n9 & n10 & n11 & n12 & n13 & n14 & n15) & np.uint64(1):
+            return n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, n10, n11, n12, n13, n14, n15
 
 
 @njit(cache=True)
 def _descend_nan(xt, rec, thr, nan_right, node, j):
     """One lane from ``node`` to its leaf, NaN features going where scikit-learn sends them."""
-    while True:
+    one = np.uint64(1)
+    while not node & one:
         v = xt[np.uint64(rec[node]) + np.uint64(j)]
         right = (v > thr[node + np.uint64(3)]) | (np.isnan(v) & (nan_right[node >> np.uint64(2)] == 1))
-        nxt = np.uint64(rec[node + np.uint64(1) + np.uint64(right)])
-        if nxt == node:
-            return node
-        node = nxt
+        node = np.uint64(rec[node + one + np.uint64(right)])
+    return node
 
 
 @njit(cache=True)
-def _predict_block(X, start, stop, xt, roots, rec, thr, nan_right, value, out, has_nan):
+def _top_exits(xt, n_tiles, tile, feature, threshold, ex):
+    """Exit (0-15) of every row of the tiles from one tree's top TOP = 4 levels into ``ex``:
+    all 15 comparisons, branch-free (the loop over a tile's lanes vectorises), the path by selects."""
+    f0, f1, f2, f3, f4, f5, f6, f7 = feature[:8]
+    f8, f9, f10, f11, f12, f13, f14 = feature[8:15]
+    t0, t1, t2, t3, t4, t5, t6, t7 = threshold[:8]
+    t8, t9, t10, t11, t12, t13, t14 = threshold[8:15]
+    for g in range(n_tiles):
+        b = np.uint64(g) * np.uint64(tile)
+        for j in range(np.uint64(LANES)):
+            r = b + j
+            c0 = np.uint32(xt[f0 + r] > t0)
+            c1 = np.uint32(xt[f1 + r] > t1)
+            c2 = np.uint32(xt[f2 + r] > t2)
+            c3 = np.uint32(xt[f3 + r] > t3)
+            c4 = np.uint32(xt[f4 + r] > t4)
+            c5 = np.uint32(xt[f5 + r] > t5)
+            c6 = np.uint32(xt[f6 + r] > t6)
+            c7 = np.uint32(xt[f7 + r] > t7)
+            c8 = np.uint32(xt[f8 + r] > t8)
+            c9 = np.uint32(xt[f9 + r] > t9)
+            c10 = np.uint32(xt[f10 + r] > t10)
+            c11 = np.uint32(xt[f11 + r] > t11)
+            c12 = np.uint32(xt[f12 + r] > t12)
+            c13 = np.uint32(xt[f13 + r] > t13)
+            c14 = np.uint32(xt[f14 + r] > t14)
+            b1 = c0
+            b2 = c2 if b1 else c1
+            b3 = (c6 if b2 else c5) if b1 else (c4 if b2 else c3)
+            b4 = (((c14 if b3 else c13) if b2 else (c12 if b3 else c11)) if b1
+                  else ((c10 if b3 else c9) if b2 else (c8 if b3 else c7)))
+            ex[np.uint64(g * LANES) + j] = 8 * b1 + 4 * b2 + 2 * b3 + b4
+
+
+@njit(cache=True)
+def _predict_block(X, start, stop, xt, ex, rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold,
+                   entry, out, has_nan):
     """Rows ``start:stop`` (at most BLOCK) through all trees, tree by tree, summing leaf values in tree order."""
     n_features = X.shape[1]
-    n_values = value.shape[1]
+    n_values = leaf_value.shape[1]
     n = stop - start
-    for f in range(n_features):
-        row = f * STRIDE
-        for r in range(n):
-            xt[row + r] = X[start + r, f]
-        for r in range(n, n + LANES):
-            xt[row + r] = 0.0  # padding read by the last group's idle lanes
+    tile = n_features * LANES
+    n_tiles = (n + LANES - 1) // LANES
+    for g in range(n_tiles):
+        for j in range(LANES):
+            r = g * LANES + j
+            for f in range(n_features):
+                xt[g * tile + f * LANES + j] = X[start + r, f] if r < n else 0.0
     two = np.uint64(2)
     for t in range(len(roots)):
-        root = roots[t]
-        for first in range(0, n, LANES):
+        if not has_nan:
+            _top_exits(xt, n_tiles, tile, top_feature[t], top_threshold[t], ex)
+        for g in range(n_tiles):
+            first = g * LANES
             n_lanes = min(LANES, n - first)
-            lanes = xt[first:]
+            lanes = xt[g * tile:]
             if has_nan:
                 for j in range(n_lanes):
-                    node = _descend_nan(lanes, rec, thr, nan_right, root, j) >> two
+                    leaf = _descend_nan(lanes, rec, thr, nan_right, roots[t], j) >> two
                     for k in range(n_values):
-                        out[start + first + j, k] += value[node, k]
+                        out[start + first + j, k] += leaf_value[leaf, k]
             else:
-                leaves = _descend(lanes, rec, thr, root)
+                leaves = _descend(lanes, rec, thr, entry[t], ex, first)
                 for j in range(n_lanes):
-                    node = leaves[j] >> two
+                    leaf = leaves[j] >> two
                     for k in range(n_values):
-                        out[start + first + j, k] += value[node, k]
+                        out[start + first + j, k] += leaf_value[leaf, k]
     for r in range(start, stop):
         for k in range(n_values):
             out[r, k] /= len(roots)
 
 
 @njit(cache=True)
-def _predict_serial(X, roots, rec, thr, nan_right, value, out, has_nan):
+def _predict_serial(X, rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold, entry, out, has_nan,
+                    block):
+    """Blocks of ``block`` (<= BLOCK) rows, one after the other."""
     n_rows = X.shape[0]
-    xt = np.empty(X.shape[1] * STRIDE, dtype=np.float32)
-    for start in range(0, n_rows, BLOCK):
-        _predict_block(X, start, min(start + BLOCK, n_rows), xt, roots, rec, thr, nan_right, value, out, has_nan)
+    n_tiles = (block + LANES - 1) // LANES
+    xt = np.empty(n_tiles * LANES * X.shape[1], dtype=np.float32)
+    ex = np.empty(n_tiles * LANES, dtype=np.uint32)
+    for start in range(0, n_rows, block):
+        _predict_block(X, start, min(start + block, n_rows), xt, ex, rec, thr, nan_right, leaf_value, roots,
+                       top_feature, top_threshold, entry, out, has_nan)
 
 
 @njit(cache=True, parallel=True)
-def _predict_parallel(X, roots, rec, thr, nan_right, value, out, has_nan, chunk):
+def _predict_parallel(X, rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold, entry, out, has_nan,
+                      chunk):
     """Blocks of ``chunk`` (<= BLOCK) rows over the threads."""
     n_rows = X.shape[0]
     n_blocks = (n_rows + chunk - 1) // chunk
+    n_tiles = (chunk + LANES - 1) // LANES
     for b in prange(n_blocks):
         start = b * chunk
-        xt = np.empty(X.shape[1] * STRIDE, dtype=np.float32)
-        _predict_block(X, start, min(start + chunk, n_rows), xt, roots, rec, thr, nan_right, value, out, has_nan)
+        xt = np.empty(n_tiles * LANES * X.shape[1], dtype=np.float32)
+        ex = np.empty(n_tiles * LANES, dtype=np.uint32)
+        _predict_block(X, start, min(start + chunk, n_rows), xt, ex, rec, thr, nan_right, leaf_value, roots,
+                       top_feature, top_threshold, entry, out, has_nan)
