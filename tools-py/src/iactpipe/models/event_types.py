@@ -21,6 +21,7 @@ import tables
 from ..errors import DataError
 from ..expressions import compile_expression
 from ..io.tables import FILTERS
+from ._json import json_default
 
 __all__ = ["EventTypeModel", "quantile_boundaries", "classify", "containment", "resolution_per_type",
            "write_event_type_model", "read_event_type_model", "aligned_columns", "read_subarray_columns",
@@ -149,16 +150,6 @@ def log_energy_bins(e_min, e_max, per_decade):
 
 
 # -- model file ----------------------------------------------------------------------------------
-def _json_default(value):
-    if isinstance(value, np.integer | np.floating | np.bool_):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in event-type model metadata")
-
-
 def write_event_type_model(path, model):
     """Write an :class:`EventTypeModel` to a new HDF5 file (arrays + JSON metadata; no pickle)."""
     meta = dict(model.metadata)
@@ -174,12 +165,12 @@ def write_event_type_model(path, model):
         h5.create_array(group, "boundaries", obj=np.asarray(model.boundaries, np.float64),
                         title="estimator boundaries between consecutive types, per energy bin")
         records = h5.create_vlarray(group, "metadata", tables.VLUnicodeAtom(), title="model metadata (JSON)")
-        records.append(json.dumps(meta, sort_keys=True, default=_json_default))
+        records.append(json.dumps(meta, sort_keys=True, default=json_default))
         # a quick look without JSON (h5dump): the estimator and resolution per type
         attrs["IACTPIPE_EVENT_TYPE_ESTIMATOR"] = str(meta.get("estimator", ""))
         if "angular_resolution_68" in meta:
             attrs["IACTPIPE_EVENT_TYPE_RESOLUTION_DEG"] = json.dumps(meta["angular_resolution_68"],
-                                                                    default=_json_default)
+                                                                    default=json_default)
 
 
 def read_event_type_model(path):

@@ -24,6 +24,7 @@ import tables
 
 from ..errors import DataError
 from ..io.tables import FILTERS
+from ._json import json_default
 from .forest import FlatForest
 
 __all__ = ["ModelSet", "write_model", "read_model", "is_model_file", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"]
@@ -73,11 +74,11 @@ def write_model(path, model):
         h5.root._v_attrs["IACTPIPE_MODEL_KIND"] = meta["kind"]
         # the CV metrics also as a root attribute, for a quick look (h5dump, the demo)
         h5.root._v_attrs["IACTPIPE_CV_METRICS"] = json.dumps(meta.get("cv_metrics", {}), sort_keys=True,
-                                                             default=_json_default)
+                                                             default=json_default)
         group = h5.create_group("/", "model", title="iactpipe reconstruction model")
         records = h5.create_vlarray(group, "metadata", tables.VLUnicodeAtom(), title="model metadata (JSON)",
                                    filters=tables.Filters(complevel=5, complib="blosc:zstd"))
-        records.append(json.dumps(meta, sort_keys=True, default=_json_default))
+        records.append(json.dumps(meta, sort_keys=True, default=json_default))
         for tel_type, components in model.forests.items():
             for component, forest in components.items():
                 where = h5.create_group(f"/model/forests/{tel_type}", component, createparents=True)
@@ -90,7 +91,7 @@ def write_model(path, model):
                 attrs["task"] = forest.task
                 attrs["estimator"] = forest.estimator
                 attrs["n_features"] = int(forest.n_features)
-                attrs["params"] = json.dumps(forest.params, sort_keys=True, default=_json_default)
+                attrs["params"] = json.dumps(forest.params, sort_keys=True, default=json_default)
 
 
 def _check_consistent(model, meta):
@@ -104,16 +105,6 @@ def _check_consistent(model, meta):
             if forest.n_features != len(meta["features"]):
                 raise ValueError(f"{tel_type}: forest has {forest.n_features} features, metadata lists "
                                  f"{len(meta['features'])}")
-
-
-def _json_default(value):
-    if isinstance(value, np.integer | np.floating | np.bool_):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in model metadata")
 
 
 def is_model_file(path):

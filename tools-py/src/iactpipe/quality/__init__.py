@@ -17,6 +17,7 @@ Every metric is one number judged against reference ranges from the config
 after the trials over time bins, so that clean runs do not flicker.
 """
 
+from ..benchmark.report import write_metrics_json
 from .status import STATUSES, Metric, MetricSet, status_in_ranges, worst
 
 __all__ = ["STATUSES", "Metric", "MetricSet", "status_in_ranges", "worst", "run_time_axis", "metrics_document",
@@ -141,14 +142,6 @@ def _structured(columns):
     for name, values in zip(names, arrays, strict=True):
         rows[name] = values
     return rows
-
-
-def write_metrics_json(path, document):
-    import json
-
-    with open(path, "w") as stream:
-        json.dump(document, stream, indent=2, allow_nan=False)
-        stream.write("\n")
 
 
 _CLASS = {"OK": "pass", "WARNING": "warn", "BAD": "fail"}
