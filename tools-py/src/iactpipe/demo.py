@@ -118,10 +118,15 @@ def chain(scale=1.0):
     ]
 
 
+def _executable(step):
+    """``iactpipe-<step>`` of this Python's installation, else the first on PATH."""
+    name = f"iactpipe-{step}"
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name) or name
+
+
 def _run(step, args, cwd):
-    exe = shutil.which(f"iactpipe-{step}") or str(Path(sys.executable).parent / f"iactpipe-{step}")
     t0 = time.perf_counter()
-    result = subprocess.run([exe, *args, "--overwrite"], cwd=cwd)
+    result = subprocess.run([_executable(step), *args, "--overwrite"], cwd=cwd)
     if result.returncode != 0:
         sys.exit(f"demo: iactpipe-{step} failed (exit {result.returncode})")
     return time.perf_counter() - t0
@@ -156,13 +161,12 @@ def warm_numba_cache(work, env):
     """Compile the simulation and DL0 -> DL2 kernels once, on a few showers, before cwltool starts many steps
     at a time: with a cold cache each of them would compile the same kernels (20-30 s of CPU each)."""
     work.mkdir(parents=True, exist_ok=True)
-    bin_dir = Path(sys.executable).parent
     steps = [["simulate", "--n-showers", "100", "--images-only", "--seed", "1", "--energy-min", "1 TeV",
               "--scatter-radius", "300 m", "--output", "warm.dl0.h5"],
              ["dl0-to-dl1", "warm.dl0.h5", "--output", "warm.dl1.h5"],
              ["dl1-to-dl2", "warm.dl1.h5", "--output", "warm.dl2.h5"]]
     for step, *args in steps:  # best effort: a failure here only costs the parallel compilations
-        result = subprocess.run([str(bin_dir / f"iactpipe-{step}"), *args, "--overwrite", "--log-level", "ERROR"],
+        result = subprocess.run([_executable(step), *args, "--overwrite", "--log-level", "ERROR"],
                                 cwd=work, env=env, capture_output=True)
         if result.returncode != 0:
             break
@@ -196,32 +200,28 @@ def run_cwl_chain(out, scale, job_file=None, parallel=True):
     warm_numba_cache(work / "warm", {**warm_env, "NUMBA_CACHE_DIR": cache} if cache else warm_env)
     print(f"demo: numba kernels compiled and cached for all steps in {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"demo: {' '.join(cmd)}", flush=True)
-    log_path = out / "cwltool.log"
+    log_path, outputs_path = out / "cwltool.log", out / "full_chain.outputs.json"
     t0 = time.perf_counter()
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        stdout = []
-        import threading
-
-        reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()), daemon=True)
-        reader.start()
+    with log_path.open("w") as log, outputs_path.open("w") as outputs:  # cwltool prints its output object
+        proc = subprocess.Popen(cmd, env=env, stdout=outputs, stderr=subprocess.PIPE, text=True)
         for line in proc.stderr:
             log.write(line)
             match = STEP_DONE.search(line)
             if match:
                 print(f"demo: [{time.perf_counter() - t0:6.0f} s] {match.group(1)} {match.group(2)}", flush=True)
         proc.wait()
-        reader.join()
     if proc.returncode != 0:
         sys.exit(f"demo: cwltool failed (exit {proc.returncode}); see {log_path}")
     shutil.rmtree(work, ignore_errors=True)
-    result = json.loads(stdout[0])
+    result = json.loads(outputs_path.read_text())
     # cwltool puts every output in one directory: keep the steps' provenance records apart
     (out / "provenance").mkdir(exist_ok=True)
     for record in result.get("provenance_logs") or []:
         if record and Path(record["path"]).is_file():
-            shutil.move(record["path"], out / "provenance" / record["basename"])
-    (out / "full_chain.outputs.json").write_text(json.dumps(result, indent=1))
+            moved = out / "provenance" / record["basename"]
+            shutil.move(record["path"], moved)
+            record.update(path=str(moved), location=moved.as_uri())
+    outputs_path.write_text(json.dumps(result, indent=1))
     return {"dl3": _cwl_path(result["dl3_directory"]), "irfs": [_cwl_path(f) for f in result["irfs"]],
             "cuts": _cwl_path(result["cuts"]), "performance": [_cwl_path(f) for f in result["performance"] if f],
             "models": {name: _cwl_path(result[f"{name}_model"]) for name in ("energy", "gammaness", "disp")},
