@@ -302,10 +302,22 @@ def _as_rows(data, dtype):
 
 
 class HDF5Writer:
-    """Append rows to schema-described tables of one HDF5 file."""
+    """Append rows to schema-described tables of one HDF5 file.
+
+    Tables are created without PyTables' own per-table attributes (``CLASS``, ``TITLE``,
+    ``FIELD_<i>_NAME``/``_FILL``), as h5py would write them: HDF5 attributes cost tens of
+    microseconds each, and a parameters table has ~90 of those besides ctapipe's ~120
+    ``CTAFIELD_*`` ones.  PyTables and ctapipe read such tables the same way (column names and
+    dtypes come from the HDF5 compound type).  Groups keep theirs; a new table is compressed
+    with the ``FILTERS`` of its nearest group that has them, else :data:`FILTERS`.  One
+    PyTables ``Description`` is built per row dtype and shared by the tables that have it.
+    """
 
     def __init__(self, path, mode="w"):
         self.h5 = tables.open_file(path, mode, filters=FILTERS)
+        self._descriptions = {}
+        self._filters = {}
+        self._layouts = {}  # (schema, column names, dims, keys) -> (schema, node path, columns, dtype)
 
     def __enter__(self):
         return self
@@ -323,11 +335,15 @@ class HDF5Writer:
         ``dims`` gives the sizes of symbolic shapes (e.g. ``{"n_pixels": 1855}``),
         ``keys`` the path/column template values (e.g. ``tel_id=1``).
         """
-        schema = table_schema(schema_name)
-        node_path = schema.node_path(**keys)
         given = data.dtype.names if isinstance(data, np.ndarray) else tuple(data)
-        columns = schema.present(given, **keys)
-        dtype = schema.dtype(dims, columns, **keys)
+        layout_key = (schema_name, given, tuple(sorted((dims or {}).items())), tuple(sorted(keys.items())))
+        layout = self._layouts.get(layout_key)
+        if layout is None:
+            schema = table_schema(schema_name)
+            columns = schema.present(given, **keys)
+            layout = self._layouts[layout_key] = (schema, schema.node_path(**keys), columns,
+                                                  schema.dtype(dims, columns, **keys))
+        schema, node_path, columns, dtype = layout
         rows = _as_rows(data, dtype)
         if node_path in self.h5:
             table = self.h5.get_node(node_path)
@@ -335,10 +351,7 @@ class HDF5Writer:
                 raise ValueError(f"{node_path}: dtype changed between appends")
         else:
             where, name = node_path.rsplit("/", 1)
-            table = self.h5.create_table(
-                where or "/", name, description=dtype, createparents=True,
-                expectedrows=max(expected_rows, len(rows)), title=schema.description[:200],
-            )
+            table = self._create_table(where or "/", name, dtype, max(expected_rows, len(rows)))
             for key, value in _column_attrs(schema, columns, keys).items():
                 table.attrs[key] = value
             for key, value in (attrs or {}).items():
@@ -346,6 +359,31 @@ class HDF5Writer:
         if len(rows):
             table.append(rows)
         return table
+
+    def _create_table(self, where, name, dtype, expected_rows):
+        """An empty table ``where/name`` of ``dtype``, without PyTables' per-table attributes."""
+        if where not in self.h5:
+            parent, group = where.rsplit("/", 1)
+            self.h5.create_group(parent or "/", group, createparents=True)
+        description = self._descriptions.get(dtype)
+        if description is None:
+            description = self._descriptions[dtype] = tables.description.descr_from_dtype(dtype)[0]
+        params = self.h5.params
+        params["PYTABLES_SYS_ATTRS"] = False
+        try:
+            return self.h5.create_table(where, name, description=description, filters=self._group_filters(where),
+                                        expectedrows=expected_rows)
+        finally:
+            params["PYTABLES_SYS_ATTRS"] = True
+
+    def _group_filters(self, where):
+        """The FILTERS of the group ``where`` or of its nearest ancestor that has them."""
+        if where not in self._filters:
+            filters = getattr(self.h5.get_node(where)._v_attrs, "FILTERS", None)
+            if filters is None:
+                filters = FILTERS if where == "/" else self._group_filters(where.rsplit("/", 1)[0] or "/")
+            self._filters[where] = filters
+        return self._filters[where]
 
     def write_empty(self, schema_name, dims=None, **keys):
         """Create a table with no rows (a file without events still has every table readers expect)."""
