@@ -46,6 +46,35 @@ def test_ctapipe_attributes_give_units(tmp_path):
     assert table["optics_name"][1] == "opt1"  # string transform restored
 
 
+def test_tables_without_pytables_attributes_keep_compression_and_ctapipe_attributes(tmp_path):
+    """Tables are written without PyTables' CLASS/TITLE/FIELD_* attributes, take the FILTERS of
+    their nearest group, and carry the same ctapipe attributes as PyTables' own setter writes."""
+    from iactpipe.io.tables import FILTERS, _column_attrs
+
+    lz4 = tables.Filters(complevel=1, complib="blosc:lz4", shuffle=True)
+    path = tmp_path / "t.h5"
+    schema = table_schema("dl1_parameters")
+    dtype = schema.dtype({}, schema.columns, tel_id=1)
+    with HDF5Writer(path) as writer:
+        writer.h5.create_group("/dl1/event", "telescope", createparents=True, filters=lz4)
+        writer.write("dl1_parameters", np.zeros(3, dtype), tel_id=1)
+        writer.write("instrument_optics", optics_rows(2))
+        reference = writer.h5.create_table("/", "reference", description=dtype)
+        for key, value in _column_attrs(schema, schema.columns, {"tel_id": 1}).items():
+            reference.attrs[key] = value
+    with tables.open_file(path) as h5:
+        params = h5.get_node("/dl1/event/telescope/parameters/tel_001")
+        optics = h5.get_node("/configuration/instrument/telescope/optics")
+        assert not {"CLASS", "TITLE", "FIELD_0_NAME", "FIELD_0_FILL"} & set(params.attrs._v_attrnames)
+        assert (params.filters.complib, optics.filters.complib) == ("blosc:lz4", FILTERS.complib)
+        ours, theirs = params.attrs, h5.get_node("/reference").attrs
+        assert ours._v_attrnamesuser == theirs._v_attrnamesuser
+        for key in theirs._v_attrnamesuser:
+            assert type(getattr(ours, key)) is type(getattr(theirs, key)), key
+            assert getattr(ours, key) == getattr(theirs, key), key
+        assert params.nrows == 3 and params.colnames == list(dtype.names)
+
+
 def test_writer_rejects_columns_not_in_schema(tmp_path):
     rows = optics_rows(2)
     with HDF5Writer(tmp_path / "t.h5") as writer:

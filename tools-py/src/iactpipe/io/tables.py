@@ -301,6 +301,29 @@ def _as_rows(data, dtype):
     return rows
 
 
+_SCALAR_TYPES = (bool, bytes, int, float, complex, str, np.str_)
+
+
+def _set_new_attrs(node, attrs):
+    """Add attributes (new names, plain scalars or numpy values) to ``node``.
+
+    Stores exactly what ``node.attrs[key] = value`` stores (Python scalars as 0-d numpy
+    arrays), through PyTables' own HDF5 setter but without its per-attribute Python
+    bookkeeping, which costs more than the HDF5 write itself; the attribute set's name
+    lists are updated once at the end (values are read back lazily, as for an opened node).
+    """
+    aset = node._v_attrs
+    names = aset._v_attrnames
+    for key, value in attrs.items():
+        if key in names or tables.attributeset.issysattrname(key):
+            raise ValueError(f"{node._v_pathname}: attribute {key!r} exists or is reserved")
+        aset._g_setattr(node, key, np.array(value) if type(value) in _SCALAR_TYPES else value)
+    names.extend(attrs)
+    names.sort()
+    aset._v_attrnamesuser.extend(attrs)
+    aset._v_attrnamesuser.sort()
+
+
 class HDF5Writer:
     """Append rows to schema-described tables of one HDF5 file.
 
@@ -352,8 +375,7 @@ class HDF5Writer:
         else:
             where, name = node_path.rsplit("/", 1)
             table = self._create_table(where or "/", name, dtype, max(expected_rows, len(rows)))
-            for key, value in _column_attrs(schema, columns, keys).items():
-                table.attrs[key] = value
+            _set_new_attrs(table, _column_attrs(schema, columns, keys))
             for key, value in (attrs or {}).items():
                 table.attrs[key] = value
         if len(rows):
