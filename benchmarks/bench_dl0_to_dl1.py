@@ -2,7 +2,8 @@
 
 Inputs are real sim_telarray files replayed N times (``../shared/bench/make_replay.py``, event ids
 repeat) into a temporary directory, plus the same events as iactpipe DL0 HDF5 files (R1
-float32 waveforms, and the compact DL0: uint16 samples of the selected gain + coefficients).  Both tools run as separate processes, one thread each; throughput is telescope events
+float32 waveforms, the compact DL0: uint16 samples of the selected gain + coefficients, and the
+reduced DL0 of ``--reduced-dl0``: samples of the kept pixels only, charges of the others).  Both tools run as separate processes, one thread each; throughput is telescope events
 per second of wall time including start-up (import, numba cache load, instrument), and in steady
 state (minus the wall time of a one-event run).  ctapipe cannot read our DL0 HDF5 files, so the
 DL0-HDF5 ratio is against ctapipe-process on the equivalent sim_telarray file.  Kernels alone:
@@ -84,6 +85,15 @@ def to_dl0_hdf5(simtel, output, mode="r1"):
             writer.write(batch)
         writer.close(reader.run_info.shower_distribution)
     return output
+
+
+def reduced_dl0(simtel, output, folder):
+    """The reduced DL0 of a sim_telarray file (``iactpipe-dl0-to-dl1 --reduced-dl0``) and its kept-pixel fraction."""
+    from iactpipe.provenance import read_lineage
+
+    subprocess.run([str(a) for a in ours([simtel], Path(folder) / "reduce.dl1.h5", ["--reduced-dl0", output])],
+                   check=True, capture_output=True, env=ENV)
+    return output, read_lineage(output)[0]["reduced_dl0"]["kept_pixel_fraction"]
 
 
 def whole_step_rows(label, simtel, folder, dl0_files=()):
@@ -204,7 +214,16 @@ def run(quick=False):
         dl0_files = [("R1 float32", to_dl0_hdf5(run202, Path(folder) / "run202.r1.dl0.h5")),
                      ("compact DL0: uint16 samples of the selected gain",
                       to_dl0_hdf5(run202, Path(folder) / "run202.dl0.h5", mode="dl0"))]
-        rows += whole_step_rows(f"prod5 proton LST+FlashCam (run202 ×{n202})", run202, folder, dl0_files)
+        reduced, kept = reduced_dl0(run202, Path(folder) / "run202.reduced.dl0.h5", folder)
+        dl0_files.append((f"reduced DL0: samples of the {100 * kept:.0f} % kept pixels", reduced))
+        label = f"prod5 proton LST+FlashCam (run202 ×{n202})"
+        rows += whole_step_rows(label, run202, folder, dl0_files)
+        sizes = {kind: Path(path).stat().st_size / 1e6 for kind, path in dl0_files}
+        rows.append(dict(benchmark=f"reduced DL0 file size, {label}", ours=sizes[dl0_files[-1][0]],
+                         reference=sizes["R1 float32"], unit="MB",
+                         notes=f"reference: R1 float32 DL0; lower is better; {100 * kept:.1f} % of the pixels keep "
+                               f"their samples; compact DL0 {sizes[dl0_files[1][0]]:.0f} MB, "
+                               f"sim_telarray {run202.stat().st_size / 1e6:.0f} MB"))
         prod6 = replay(PROD6, n6, folder)
         rows += whole_step_rows(f"prod6 gamma LST+NectarCam (×{n6})", prod6, folder)
         # peak memory with a 10x larger input (ours only; both inputs span several chunks of 50 events)

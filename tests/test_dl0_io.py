@@ -272,7 +272,8 @@ def test_reading_a_telescope_selection(r0_file):
 
 
 def test_reduced_round_trip(tmp_path, r0_file):
-    """Mode 'reduced': R1 + kept-pixel flags + charges + coefficients read back as written."""
+    """Mode 'reduced': kept waveforms (one row per kept pixel) + kept-pixel flags + charges + coefficients
+    read back as written, in batches that cut through a telescope's waveform rows."""
     from dataclasses import replace
 
     path, sim, written = r0_file
@@ -282,7 +283,8 @@ def test_reduced_round_trip(tmp_path, r0_file):
         tel = {}
         for tel_id, te in batch.tel.items():
             kept = rng.random(te.r1.shape[:2]) < 0.3
-            tel[tel_id] = replace(te, r0=None, r1=np.where(kept[..., None], te.r1, 0).astype(np.float32),
+            kept[0] = False  # an event without kept waveforms
+            tel[tel_id] = replace(te, r0=None, r1=None, r1_kept=te.r1[kept],
                                   waveform_kept=kept, image=rng.normal(size=kept.shape).astype(np.float32),
                                   peak_time=rng.normal(size=kept.shape).astype(np.float32))
         batches.append(replace(batch, tel=tel))
@@ -290,17 +292,54 @@ def test_reduced_round_trip(tmp_path, r0_file):
     with DL0Writer(out, sim.run_info(), mode="reduced") as writer:
         for batch in batches:
             writer.write(batch)
-    assert validate_file(out) == []
-    with DL0Reader(out) as reader:
-        assert reader.kind == "reduced"
-        read = list(reader.iter_batches(1000))
-        calibration = reader.run_info.calibration
-    for tel_id in batches[0].tel:
-        for attr in ("event_id", "r1", "waveform_kept", "image", "peak_time", "selected_gain_channel"):
-            np.testing.assert_array_equal(_tel_concat(read, tel_id, attr), _tel_concat(batches, tel_id, attr),
-                                          err_msg=attr)
-        np.testing.assert_array_equal(calibration[tel_id].time_shift, sim.run_info().calibration[tel_id].time_shift)
-        assert all(b.tel[tel_id].r0 is None for b in read if tel_id in b.tel)
+    assert validate_file(out, require_schema=True) == []
+    with tables.open_file(out) as h5:
+        assert "/r1" not in h5 and "/r0" not in h5
+    for batch_size in (3, 1000):
+        with DL0Reader(out) as reader:
+            assert reader.kind == "reduced"
+            read = list(reader.iter_batches(batch_size))
+            calibration = reader.run_info.calibration
+        for tel_id in batches[0].tel:
+            for attr in ("event_id", "r1_kept", "waveform_kept", "image", "peak_time", "selected_gain_channel"):
+                np.testing.assert_array_equal(_tel_concat(read, tel_id, attr), _tel_concat(batches, tel_id, attr),
+                                              err_msg=attr)
+            for b in read:
+                te = b.tel.get(tel_id)
+                assert te is None or (te.r0 is None and te.r1 is None and len(te.r1_kept) == te.waveform_kept.sum())
+            np.testing.assert_array_equal(calibration[tel_id].time_shift,
+                                          sim.run_info().calibration[tel_id].time_shift)
+    # from R0: the raw samples of the selected gain are stored, and read back as calibrate_r1's R1 of those pixels
+    info, compact, expected = _compact_batches(r0_file, 2)
+    raw_batches = []
+    for batch, r1 in zip(compact, expected, strict=True):
+        tel = {}
+        for tel_id, te in batch.tel.items():
+            kept = rng.random(te.r0.shape[::2]) < 0.3
+            tel[tel_id] = replace(te, waveform_kept=kept, image=np.zeros(kept.shape, np.float32),
+                                  peak_time=np.zeros(kept.shape, np.float32), r1_kept=r1[tel_id][kept])
+        raw_batches.append(replace(batch, tel=tel))
+    raw_out = tmp_path / "reduced_raw.dl0.h5"
+    with DL0Writer(raw_out, info, mode="reduced") as writer:
+        for batch in raw_batches:
+            writer.write(batch)
+    assert validate_file(raw_out, require_schema=True) == []
+    with tables.open_file(raw_out) as h5:
+        assert "/dl0/event/telescope/reduced_waveforms" not in h5
+        assert h5.get_node("/dl0/event/telescope/reduced_samples/tel_001").dtype["waveform"].base == np.uint16
+    with DL0Reader(raw_out) as reader:
+        read = list(reader.iter_batches(5))
+    for tel_id in raw_batches[0].tel:
+        for attr in ("event_id", "waveform_kept", "selected_gain_channel"):
+            np.testing.assert_array_equal(_tel_concat(read, tel_id, attr), _tel_concat(raw_batches, tel_id, attr))
+        np.testing.assert_array_equal(_tel_concat(read, tel_id, "r1_kept").view(np.uint32),
+                                      _tel_concat(raw_batches, tel_id, "r1_kept").view(np.uint32))
+    # a waveform table that does not match the kept flags: one clear error
+    with tables.open_file(out, "a") as h5:
+        node = h5.get_node("/dl0/event/telescope/reduced_waveforms/tel_001")
+        node.modify_column(0, 1, column=np.array([node[0]["pixel_id"] + 1], np.uint16), colname="pixel_id")
+    with DL0Reader(out) as reader, pytest.raises(DataError, match="reduced_waveforms/tel_001 is out of step"):
+        list(reader.iter_batches(1000))
 
 
 def _compact_batches(r0_file, n_batches=3):

@@ -51,6 +51,8 @@ __all__ = [
     "integration_correction",
     "sliding_window_correction",
     "neighbor_peak_window_sum",
+    "neighbor_peak_window_sum_kept",
+    "calibrate_kept_samples",
     "calibrate_and_extract",
     "local_peak_window_sum",
     "global_peak_window_sum",
@@ -1368,6 +1370,190 @@ def neighbor_peak_window_sum(
         correction, image, peak_time,
     )
     return image, peak_time
+
+
+@njit(**KERNEL_OPTIONS)
+def _kept_neighbor_peak_kernel(
+    samples, kept, selected, indptr, indices, table, fast, local_weight, broken, width, shift, sampling_rate_ghz,
+    correction, complete, image, peak_time,
+):
+    """NeighborPeakWindowSum of the kept pixels whose neighbours are all kept, into ``image``/``peak_time``.
+
+    ``samples`` (n_rows, n_samples): the waveforms of the ``kept`` (n_events, n_pixels)
+    pixels, event by event, pixels in increasing order.  The neighbour sums and peaks are
+    those of the full-camera kernel: with ``fast`` `_neighbor_sum_peak` on a padded copy of
+    the event's kept rows (``table``: the neighbours in CSR order, see `_neighbors`), else,
+    and for the pixels it leaves, `_exact_neighbor_peaks`' arithmetic (float32, ``own *
+    weight`` then the non-broken neighbours in CSR order; numpy's argmax).  The window sums
+    are `_window_sums`'.  Sets ``complete`` and overwrites ``image``/``peak_time``
+    (n_events, n_pixels) of those pixels only.
+    """
+    wide_vectors()
+    n_events, n_pixels = kept.shape
+    n_rows, n_samples = samples.shape
+    row_of = np.full(n_pixels, -1, dtype=np.int64)
+    row_event = np.empty(n_rows, dtype=np.int64)
+    row_pixel = np.empty(n_rows, dtype=np.int64)
+    row_selected = np.empty(n_rows, dtype=np.int8)
+    row_complete = np.zeros(n_rows, dtype=np.bool_)
+    peaks = np.zeros(n_rows, dtype=np.int64)
+    weight = np.float32(local_weight)
+    # fast path: the event's kept rows from 0, the zero row n_pixels, padding samples (see `_scratch`)
+    buf, _, _, _ = _scratch(n_pixels if fast else 0, n_samples, table)
+    zero_row = buf.shape[0] - 1
+    j = np.empty(_FAST_NEIGHBORS, dtype=np.int64)
+    sums = np.empty(n_samples, dtype=np.float32)
+    row = 0
+    for event in range(n_events):
+        first = row
+        for pixel in range(n_pixels):
+            if kept[event, pixel]:
+                row_of[pixel] = row
+                row_event[row] = event
+                row_pixel[row] = pixel
+                row_selected[row] = selected[event, pixel]
+                row += 1
+        if fast:
+            for own in range(first, row):
+                for sample in range(n_samples):
+                    buf[own - first, sample] = samples[own, sample]
+        event_broken = broken[event if broken.shape[0] > 1 else 0]
+        for own in range(first, row):
+            pixel = row_pixel[own]
+            whole = True
+            for k in range(indptr[pixel], indptr[pixel + 1]):
+                if row_of[indices[k]] < 0:
+                    whole = False
+                    break
+            if not whole:
+                continue
+            row_complete[own] = True
+            if fast:
+                for k in range(_FAST_NEIGHBORS):
+                    neighbor = table[pixel, k]
+                    if neighbor >= n_pixels or event_broken[neighbor]:
+                        j[k] = zero_row
+                    else:
+                        j[k] = row_of[neighbor] - first
+                peak, bad = _neighbor_sum_peak(buf, own - first, j[0], j[1], j[2], j[3], j[4], j[5], weight, True)
+                if peak < n_samples and not bad:
+                    peaks[own] = peak
+                    continue
+            for sample in range(n_samples):
+                sums[sample] = samples[own, sample] * weight
+            for k in range(indptr[pixel], indptr[pixel + 1]):
+                neighbor = indices[k]
+                if not event_broken[neighbor]:
+                    other = row_of[neighbor]
+                    for sample in range(n_samples):
+                        sums[sample] += samples[other, sample]
+            # numpy's argmax: the first maximum, or the first NaN
+            best = sums[0]
+            peak = 0
+            if best == best:
+                for sample in range(1, n_samples):
+                    value = sums[sample]
+                    if value > best:
+                        best = value
+                        peak = sample
+                    elif value != value:
+                        peak = sample
+                        break
+            peaks[own] = peak
+        for own in range(first, row):
+            row_of[row_pixel[own]] = -1
+    charge = np.empty(n_rows, dtype=np.float32)
+    time = np.empty(n_rows, dtype=np.float32)
+    _window_sums(samples, n_samples, peaks, width, shift, sampling_rate_ghz, correction, row_selected, charge, time)
+    for own in range(n_rows):
+        if row_complete[own]:
+            event = row_event[own]
+            pixel = row_pixel[own]
+            complete[event, pixel] = True
+            image[event, pixel] = charge[own]
+            peak_time[event, pixel] = time[own]
+
+
+@njit(**KERNEL_OPTIONS)
+def _calibrate_rows_kernel(samples, pixel_id, gain, pedestal, factor, shift, r1):
+    wide_vectors()
+    n_rows, n_samples = samples.shape
+    for row in range(n_rows):
+        ped = pedestal[gain[row], pixel_id[row]]
+        fac = factor[gain[row], pixel_id[row]]
+        for sample in range(n_samples):
+            r1[row, sample] = (np.float32(samples[row, sample]) - ped) * fac + shift
+
+
+def calibrate_kept_samples(samples, pixel_id, gain, pedestal_per_sample, dc_to_pe):
+    """R1 (n_rows, n_samples) float32 of rows of raw samples of pixels ``pixel_id`` in gains ``gain``.
+
+    ``pedestal_per_sample``/``dc_to_pe``: (n_gains, n_pixels).  The float32 arithmetic of
+    `~iactpipe.image.calibration.calibrate_r1` sample by sample, so the R1 of the kept pixels
+    of a reduced DL0 is bit for bit that of the full data.
+    """
+    samples = np.ascontiguousarray(samples)  # a column of a table's rows: contiguous samples vectorise
+    if samples.ndim != 2:
+        raise ValueError(f"samples must be (n_rows, n_samples), got {samples.shape}")
+    pixel_id = np.asarray(pixel_id, dtype=np.int64)
+    gain = np.asarray(gain, dtype=np.int64)
+    pedestal = np.ascontiguousarray(pedestal_per_sample, dtype=np.float32)
+    factor = np.ascontiguousarray(dc_to_pe, dtype=np.float32)
+    if pixel_id.shape != (len(samples),) or gain.shape != (len(samples),):
+        raise ValueError(f"need one pixel_id and gain per row ({len(samples)}), got {pixel_id.shape} and {gain.shape}")
+    if len(samples) and (pixel_id.min() < 0 or pixel_id.max() >= pedestal.shape[1] or gain.min() < 0
+                         or gain.max() >= pedestal.shape[0]):
+        raise ValueError(f"pixel_id or gain outside the coefficients' {pedestal.shape} (n_gains, n_pixels)")
+    r1 = np.empty(samples.shape, dtype=np.float32)
+    _calibrate_rows_kernel(samples, pixel_id, gain, pedestal, factor, np.float32(0.0), r1)
+    return r1
+
+
+def neighbor_peak_window_sum_kept(
+    samples, kept, selected_gain_channel, neighbors, sampling_rate_ghz, correction=None,
+    window_width=7, window_shift=3, local_weight=0, broken_pixels=None, fill_image=None, fill_peak_time=None,
+):
+    """`neighbor_peak_window_sum` of the pixels whose own and all neighbours' waveforms are known.
+
+    ``samples`` (n_rows, n_samples) holds the waveforms of the pixels where ``kept``
+    (n_events, n_pixels) is True, event by event, pixels in increasing order (that is
+    ``waveforms[kept]``).  Returns ``(image, peak_time, complete)``, each (n_events,
+    n_pixels): where ``complete`` (the pixel and all its neighbours kept) exactly what
+    `neighbor_peak_window_sum` gives on the full waveforms, elsewhere ``fill_image`` and
+    ``fill_peak_time`` (NaN if not given).
+    """
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    kept = np.ascontiguousarray(kept, dtype=np.bool_)
+    if samples.ndim != 2 or kept.ndim != 2 or samples.shape[1] == 0:
+        raise ValueError(f"samples must be (n_rows, n_samples > 0) and kept (n_events, n_pixels), "
+                         f"got {samples.shape} and {kept.shape}")
+    n_events, n_pixels = kept.shape
+    n_rows = int(np.count_nonzero(kept))
+    if len(samples) != n_rows:
+        raise ValueError(f"kept marks {n_rows} waveforms, samples has {len(samples)}")
+    if selected_gain_channel is None:
+        selected = np.zeros(kept.shape, dtype=np.int8)
+    else:
+        selected = np.ascontiguousarray(np.broadcast_to(selected_gain_channel, kept.shape), dtype=np.int8)
+    correction = np.ones(2) if correction is None else np.atleast_1d(np.asarray(correction, dtype=np.float64))
+    if selected.size and selected.max() >= len(correction):
+        raise ValueError(f"no integration correction for gain channel {selected.max()}")
+    indptr, indices, table = _neighbors(neighbors, n_pixels)
+    fast = _fast_path(table, int(local_weight), samples.shape[1])
+    outputs = []
+    for fill in (fill_image, fill_peak_time):
+        if fill is None:
+            outputs.append(np.full(kept.shape, np.nan, dtype=np.float32))
+        else:
+            outputs.append(np.array(np.broadcast_to(fill, kept.shape), dtype=np.float32, order="C"))
+    image, peak_time = outputs
+    complete = np.zeros(kept.shape, dtype=np.bool_)
+    _kept_neighbor_peak_kernel(
+        samples, kept, selected, indptr, indices, table, fast, int(local_weight),
+        _broken(broken_pixels, n_events, n_pixels),
+        int(window_width), int(window_shift), float(sampling_rate_ghz), correction, complete, image, peak_time,
+    )
+    return image, peak_time, complete
 
 
 def calibrate_and_extract(

@@ -22,7 +22,13 @@ import numpy as np
 
 from .calibration import DEFAULT_GAIN_THRESHOLD, apply_peak_time_shift, calibrate_r1, select_gain_values
 from .cleaning import dilate, mars_cleaning_1st_pass, tailcuts_clean, time_constrained_clean
-from .extraction import EXTRACTORS, calibrate_and_extract, extract_images, integration_correction
+from .extraction import (
+    EXTRACTORS,
+    calibrate_and_extract,
+    extract_images,
+    integration_correction,
+    neighbor_peak_window_sum_kept,
+)
 from .geometry import ImageGeometry
 from .invalid_pixels import flat_waveform_mask, interpolate_invalid_pixels, zero_invalid_pixels
 from .parameters import PARAMETER_COLUMNS, image_parameters
@@ -374,12 +380,45 @@ def _complete_pixels(kept, neighbors):
     return ~dilate(~kept, neighbors)
 
 
+def _kept_samples(events):
+    """The kept waveforms (n_kept, n_samples) of a reduced DL0's events, or None."""
+    return getattr(events, "r1_kept", None)
+
+
+def _dense_r1(kept, samples):
+    """(n_events, n_pixels, n_samples) R1 with the kept waveforms and zeros elsewhere."""
+    kept = np.asarray(kept, dtype=bool)
+    r1 = np.zeros(kept.shape + (samples.shape[1],), dtype=np.float32)
+    r1[kept] = samples[:np.count_nonzero(kept)]
+    return r1
+
+
+def _images_from_kept_waveforms(events, camera, settings, selected, broken):
+    """Reduced DL0 with NeighborPeakWindowSum: extract only the pixels whose own and all
+    neighbours' waveforms were kept, the others keep the stored charge and peak time
+    (what extracting zero-filled full waveforms and `_complete_pixels` give, without them)."""
+    if events.image is None or events.peak_time is None:
+        raise ValueError(f"tel {events.tel_id}: reduced DL0 waveforms without the stored charges and peak times")
+    kept = np.asarray(events.waveform_kept, dtype=bool)
+    options = settings.options
+    image, peak_time, _ = neighbor_peak_window_sum_kept(
+        events.r1_kept[:np.count_nonzero(kept)], kept, selected, camera.geometry.neighbors,
+        camera.readout.sampling_rate_ghz, camera.correction(settings), options["window_width"],
+        options["window_shift"], options["local_weight"], broken_pixels=broken, fill_image=events.image,
+        fill_peak_time=events.peak_time,
+    )
+    return image, peak_time
+
+
 def _waveforms_to_images(events, camera, settings, calibration, recalibrate, rng=None, keep_waveforms=False):
     """(image, peak_time, selected_gain_channel, per-gain unusable flags, is_valid, r1) from R0, R1 or images.
 
     ``r1``: the gain-selected waveforms, with ``keep_waveforms`` (None for images).
     Reduced DL0 (``events.waveform_kept``): pixels whose own or a neighbour's
-    waveform was dropped take the stored ``events.image``/``peak_time``.
+    waveform was dropped take the stored ``events.image``/``peak_time``.  With only the
+    kept waveforms (``events.r1_kept``), NeighborPeakWindowSum extracts just the other
+    pixels (`_images_from_kept_waveforms`); other extractors, and ``keep_waveforms``, get
+    the zero-filled R1 back, so all give what zero-filled R1 input gives.
     """
     n_events = len(events)
     n_pixels = camera.n_pixels
@@ -403,7 +442,7 @@ def _waveforms_to_images(events, camera, settings, calibration, recalibrate, rng
             )
             return image, peak_time, selected, flags, np.ones(n_events, dtype=bool), r1[0] if r1 else None
         r1, selected = calibrate_r1(r0, pedestal, dc_to_pe, threshold=settings.gain_threshold)
-    elif events.r1 is not None:
+    elif events.r1 is not None or _kept_samples(events) is not None:
         r1 = events.r1
         selected = events.selected_gain_channel
         if selected is None:
@@ -413,6 +452,13 @@ def _waveforms_to_images(events, camera, settings, calibration, recalibrate, rng
             # no gain channel stored: the pixel was not read out (ctapipe's disabled pixels)
             off = (np.asarray(events.pixel_status) & _GAIN_STORED_BITS) == 0
             flags = flags | off[:, np.newaxis, :]
+        if r1 is None:  # reduced DL0 with the kept waveforms only
+            if settings.extractor == "NeighborPeakWindowSum" and not keep_waveforms:
+                image, peak_time = _images_from_kept_waveforms(
+                    events, camera, settings, selected, _selected_flags(flags, selected, n_events)
+                )
+                return image, peak_time, selected, flags, np.ones(n_events, dtype=bool), None
+            r1 = _dense_r1(events.waveform_kept, events.r1_kept)
     elif events.image is not None:
         image = np.array(events.image, dtype=np.float32)
         peak_time = (np.zeros_like(image) if events.peak_time is None
@@ -428,7 +474,7 @@ def _waveforms_to_images(events, camera, settings, calibration, recalibrate, rng
         rng=rng, return_valid=True, **dict(settings.extractor_options),
     )
     kept = getattr(events, "waveform_kept", None)
-    if kept is not None and events.r1 is not None and events.image is not None:
+    if kept is not None and (events.r1 is not None or _kept_samples(events) is not None) and events.image is not None:
         complete = _complete_pixels(np.asarray(kept, dtype=bool), neighbors)
         image = np.where(complete, image, np.asarray(events.image, dtype=np.float32))
         peak_time = np.where(complete, peak_time, np.asarray(events.peak_time, dtype=np.float32))
@@ -472,7 +518,7 @@ def process_telescope_events(events, camera, settings, calibration=None, rng=Non
         events, camera, settings, calibration, recalibrate, rng, keep_waveforms
     )
     extracted = (image.copy(), peak_time.copy()) if keep_waveforms else (None, None)
-    if events.r0 is not None or events.r1 is not None:
+    if events.r0 is not None or events.r1 is not None or _kept_samples(events) is not None:
         time_shift = _calibration_arrays(calibration, "time_shift", flags.shape[1], camera.n_pixels)
         if settings.peak_time_shift and time_shift is not None:
             if selected is None:
@@ -637,6 +683,11 @@ def _telescope_rows(events, rows):
     for name, value in vars(events).items():
         if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == n:
             setattr(out, name, value[rows])
+    samples = _kept_samples(events)
+    if samples is not None:  # rows of the kept waveforms: per event, as many as it kept
+        counts = np.count_nonzero(events.waveform_kept, axis=1)
+        start = int(counts[:rows.start].sum())
+        out.r1_kept = samples[start:start + int(counts[rows].sum())]
     return out
 
 

@@ -12,10 +12,13 @@ the true showers / impacts / images, and per telescope either
   selected gain only, plus those coefficients; read back as R1 (the same float32 values as
   calibrating R0), in half the bytes of R1 float32 (prod5 run202 x50: 145 MB instead of 356 MB), or
 - calibrated images ``/dl1/event/telescope/images/tel_XXX`` (images-only files), or
-- reduced DL0 (``iactpipe-dl0-to-dl1 --reduced-dl0``): R1 waveforms of the pixels
-  selected by a loose cleaning plus neighbour rings (zeros elsewhere), with
-  ``/dl0/event/telescope/reduction/tel_XXX`` naming those pixels and holding the
-  charge and peak time of every pixel, and the coefficients (time shifts).
+- reduced DL0 (``iactpipe-dl0-to-dl1 --reduced-dl0``): ``/dl0/event/telescope/reduction/tel_XXX``
+  with per event the pixels kept by a loose cleaning plus neighbour rings, the charge and
+  peak time of every pixel, the selected gain and pixel status; and one row per kept pixel
+  with its samples: raw uint16 of the selected gain (``/dl0/event/telescope/reduced_samples/tel_XXX``,
+  read back as R1 with the coefficients, bit for bit) or R1 float32 where the input had no R0
+  (``/dl0/event/telescope/reduced_waveforms/tel_XXX``); plus the coefficients (time shifts).
+  Files of earlier versions (zero-filled R1 in ``/r1/event/telescope/tel_XXX``) are still read.
 
 ctapipe's TableLoader and HDF5EventSource read these files; :class:`DL0Reader`
 reads them back as :class:`~iactpipe.io.events.EventBatch` objects, so later
@@ -36,7 +39,7 @@ from .events import EVENT_TYPE_SUBARRAY, EventBatch, RunInfo, TelescopeCalibrati
 from .tables import HDF5Writer
 
 __all__ = ["DL0Writer", "DL0Reader", "mjd_to_high_res", "high_res_to_mjd", "UNIX_TAI_EPOCH_MJD",
-           "selected_gain_samples", "r1_from_selected_samples",
+           "selected_gain_samples", "r1_from_selected_samples", "r1_from_kept_samples",
            "write_atmosphere_profile", "read_atmosphere_profile"]
 
 #: MJD (TAI) of the epoch of ctapipe's ctao_high_res timestamps (astropy's unix_tai zero)
@@ -60,6 +63,10 @@ POINTING_GROUP = "/configuration/telescope/pointing"
 POINTING_MONITORING_GROUP = "/dl0/monitoring/telescope/pointing"
 COEFFICIENTS_GROUP = "/dl1/monitoring/telescope/calibration/camera/coefficients"
 REDUCTION_GROUP = "/dl0/event/telescope/reduction"
+#: reduced DL0: one row of R1 samples per kept pixel (schema dl0_reduced_waveforms) ...
+REDUCED_WAVEFORMS_GROUP = "/dl0/event/telescope/reduced_waveforms"
+#: ... or of raw samples of the selected gain (schema dl0_reduced_samples), R1 = calibrated with the coefficients
+REDUCED_SAMPLES_GROUP = "/dl0/event/telescope/reduced_samples"
 #: compact DL0: raw samples of the selected gain (schema dl0_waveforms)
 DL0_WAVEFORMS_GROUP = "/dl0/event/telescope/waveforms"
 PRODUCER = b"simulation"
@@ -99,8 +106,10 @@ class DL0Writer:
 
     ``mode`` is ``"r1"`` (R1 waveforms), ``"r0"`` (R1 + raw R0 + calibration
     coefficients), ``"images"`` (calibrated images, no waveforms) or ``"reduced"``
-    (R1 waveforms of some pixels, calibration coefficients and the extracted
-    charges: telescope events need ``waveform_kept``, ``image`` and ``peak_time``) or ``"dl0"``
+    (the samples of some pixels, calibration coefficients and the extracted charges:
+    telescope events need ``waveform_kept``, ``image``, ``peak_time``, ``selected_gain_channel``
+    and ``r0`` (raw samples stored; the run's coefficients must give their R1) or ``r1_kept``
+    / ``r1`` (R1 samples stored), the same for all batches of a telescope) or ``"dl0"``
     (the R0 samples of the selected gain channel and the calibration coefficients, which
     must hold for the whole run: telescope events need ``r0`` and ``selected_gain_channel``).
     """
@@ -123,6 +132,7 @@ class DL0Writer:
                                  f"tels {missing} have none")
         self._writer = HDF5Writer(path, "w")
         self._tel_index = {t: i for i, t in enumerate(self._tel_ids)}
+        self._reduced_raw = {}  # mode reduced: tel_id -> whether it stores raw samples
         self._write_header()
 
     def __enter__(self):
@@ -169,7 +179,8 @@ class DL0Writer:
                     "dc_to_pe": calib.dc_to_pe[None], "time_shift": calib.time_shift[None],
                     "unusable": calib.unusable[None], "is_valid": np.array([True]),
                 }, dims={"n_gains": n_gains, "n_pixels": n_pixels}, tel_id=tel_id)
-        waveform_groups = {"images": (), "dl0": (DL0_WAVEFORMS_GROUP,), "r0": (R1_GROUP, R0_GROUP)}
+        waveform_groups = {"images": (), "dl0": (DL0_WAVEFORMS_GROUP,), "r0": (R1_GROUP, R0_GROUP),
+                           "reduced": (REDUCTION_GROUP, REDUCED_WAVEFORMS_GROUP, REDUCED_SAMPLES_GROUP)}
         for group in waveform_groups.get(self.mode, (R1_GROUP,)):
             if group in w.h5:
                 continue
@@ -261,6 +272,8 @@ class DL0Writer:
                 **keys, "image": te.image, "peak_time": te.peak_time,
                 "image_mask": np.zeros((m, n_pixels), bool), "is_valid": np.ones(m, bool),
             }, dims={"n_pixels": n_pixels}, tel_id=tel_id)
+        elif self.mode == "reduced":
+            self._write_reduced(keys, te, n_pixels, tel_id)
         else:
             n_samples = te.r1.shape[-1]
             status = te.pixel_status
@@ -272,10 +285,6 @@ class DL0Writer:
                 "event_time": mjd_to_high_res(te.time_mjd), "waveform": te.r1[:, None],
                 "pixel_status": status, "selected_gain_channel": te.selected_gain_channel,
             }, dims={"n_pixels": n_pixels, "n_samples": n_samples}, tel_id=tel_id)
-            if self.mode == "reduced":
-                w.write("dl0_reduced_pixels", {
-                    **keys, "waveform_kept": te.waveform_kept, "image": te.image, "peak_time": te.peak_time,
-                }, dims={"n_pixels": n_pixels}, tel_id=tel_id)
             if self.mode == "r0":
                 w.write("r0_waveforms", {**keys, "waveform": te.r0},
                         dims={"n_gains": te.r0.shape[1], "n_pixels": n_pixels, "n_samples": te.r0.shape[-1]},
@@ -290,6 +299,37 @@ class DL0Writer:
                 **keys, "true_impact_distance": te.true_impact_distance.astype(np.float64),
                 "true_impact_distance_uncert": np.zeros(m),
             }, tel_id=tel_id)
+
+    def _write_reduced(self, keys, te, n_pixels, tel_id):
+        """Reduced DL0: per event the pixel table, per kept pixel one row of samples: the raw
+        samples of the selected gain where ``te.r0`` is given (2 bytes a sample; the run's
+        coefficients turn them into R1), else the R1 samples (``r1_kept`` or ``r1[kept]``)."""
+        kept = np.asarray(te.waveform_kept, dtype=bool)
+        n_rows = int(np.count_nonzero(kept))
+        raw = te.r0 is not None
+        if raw:
+            if tel_id not in self.run_info.calibration:
+                raise ValueError(f"tel {tel_id}: raw samples of a reduced DL0 need its calibration coefficients")
+            samples = selected_gain_samples(te.r0, te.selected_gain_channel)[kept]
+        else:
+            samples = te.r1_kept if te.r1_kept is not None else np.asarray(te.r1)[kept]
+        if len(samples) < n_rows:
+            raise ValueError(f"tel {tel_id}: waveform_kept marks {n_rows} waveforms, r1_kept has {len(samples)}")
+        if self._reduced_raw.setdefault(tel_id, raw) != raw:
+            raise ValueError(f"tel {tel_id}: a reduced DL0 stores raw samples (r0) or R1 samples of a "
+                             "telescope, not both")
+        status = te.pixel_status
+        if status is None:
+            status = np.where(te.selected_gain_channel == 0, 4, 8).astype(np.uint8)
+        self._writer.write("dl0_reduced_pixels", {
+            **keys, "waveform_kept": kept, "image": te.image, "peak_time": te.peak_time,
+            "selected_gain_channel": te.selected_gain_channel, "pixel_status": status,
+        }, dims={"n_pixels": n_pixels}, tel_id=tel_id)
+        events, pixels = np.nonzero(kept)
+        self._writer.write("dl0_reduced_samples" if raw else "dl0_reduced_waveforms", {
+            "event_id": keys["event_id"][events], "pixel_id": pixels.astype(np.uint16),
+            "waveform": samples[:n_rows],
+        }, dims={"n_samples": samples.shape[-1]}, tel_id=tel_id)
 
     def abort(self):
         """Close the file as it is (after an error: the caller deletes it)."""
@@ -307,17 +347,21 @@ class DL0Writer:
         if self.run_info.is_simulation and "/simulation/event/subarray/shower" not in w.h5:
             # no event triggered: still a complete file that ctapipe's readers accept
             w.write_empty("simulation_shower")
-        groups = {"images": [IMAGES_GROUP], "dl0": [DL0_WAVEFORMS_GROUP]}.get(self.mode, [R1_GROUP])
+        groups = {"images": [IMAGES_GROUP], "dl0": [DL0_WAVEFORMS_GROUP],
+                  "reduced": [REDUCTION_GROUP]}.get(self.mode, [R1_GROUP])
         if self.mode == "r0":
             groups.append(R0_GROUP)
-        if self.mode == "reduced":
-            groups.append(REDUCTION_GROUP)
         if self.run_info.is_simulation:
             groups += [TRUE_IMAGES_GROUP, IMPACT_GROUP]
         for group in groups:
             if group not in w.h5:
                 where, name = group.rsplit("/", 1)
                 w.h5.create_group(where, name, createparents=True)
+        if self.mode == "reduced":  # keep the sample table group that is used
+            kinds = [g for g in (REDUCED_WAVEFORMS_GROUP, REDUCED_SAMPLES_GROUP) if w.h5.get_node(g)._v_nchildren]
+            for group in (REDUCED_WAVEFORMS_GROUP, REDUCED_SAMPLES_GROUP):
+                if kinds and group not in kinds:
+                    w.h5.remove_node(group)
         dist = shower_distribution if shower_distribution is not None else self.run_info.shower_distribution
         if dist is not None:
             columns, dims = shower_distribution_row(dist)
@@ -353,6 +397,14 @@ def r1_from_selected_samples(samples, selected_gain_channel, calibration):
         coefficients.append(values[selected, pixels][:, np.newaxis, :])
     r1, _ = calibrate_r1(samples[:, np.newaxis], *coefficients)
     return r1
+
+
+def r1_from_kept_samples(samples, pixel_id, gain, calibration):
+    """R1 (n_rows, n_samples) float32 of rows of raw samples of pixels ``pixel_id`` in gains ``gain``:
+    bit for bit what `calibrate_r1` gives for those pixels (the coefficients of each row's pixel and gain)."""
+    from ..image.extraction import calibrate_kept_samples
+
+    return calibrate_kept_samples(samples, pixel_id, gain, calibration.pedestal_per_sample, calibration.dc_to_pe)
 
 
 def batch_positions(event_ids, tel_event_ids, triggered=None):
@@ -426,7 +478,7 @@ class DL0Reader:
     """Read our DL0 files as EventBatch objects.
 
     ``kind`` is ``"r1"``, ``"r0"`` (R0 + calibration, R1 also present), ``"reduced"``
-    (R1 of some pixels, see :class:`DL0Writer`), ``"dl0"`` (selected-gain samples +
+    (``r1_kept``: R1 of the ``waveform_kept`` pixels only, see :class:`DL0Writer`), ``"dl0"`` (selected-gain samples +
     calibration, returned as R1) or ``"images"``.
     """
 
@@ -444,7 +496,9 @@ class DL0Reader:
                     raise DataError(f"{self.path}: not a DL0 file, {group} missing")
             if DL0_WAVEFORMS_GROUP in self.h5 and COEFFICIENTS_GROUP in self.h5:
                 self.kind = "dl0"
-            elif R1_GROUP in self.h5 and REDUCTION_GROUP in self.h5:
+            elif REDUCTION_GROUP in self.h5 and R1_GROUP not in self.h5:
+                self.kind = "reduced"
+            elif REDUCTION_GROUP in self.h5:  # reduced DL0 of iactpipe < 0.5: zero-filled R1
                 self.kind = "reduced"
             elif R0_GROUP in self.h5 and COEFFICIENTS_GROUP in self.h5:
                 self.kind = "r0"
@@ -582,6 +636,7 @@ class DL0Reader:
         if not wanted <= set(all_tel_ids):
             raise ValueError(f"tel_ids {sorted(wanted - set(all_tel_ids))} not in the subarray of {self.path}")
         cursor = {t: 0 for t in all_tel_ids}
+        waveform_cursor = {}  # reduced DL0: next kept-waveform row per telescope
         tel_cursor = 0
         for start in range(0, trigger.nrows, batch_size):
             stop = min(start + batch_size, trigger.nrows)
@@ -608,7 +663,8 @@ class DL0Reader:
                     cursor[tel_id] += count
                     continue
                 own = tt[bounds[j]:bounds[j + 1]] if tel_ids_sorted else tt[tt["tel_id"] == tel_id]
-                tel[tel_id] = self._telescope_events(tel_id, cursor[tel_id], count, trig["event_id"][mask[:, j]], own)
+                tel[tel_id] = self._telescope_events(tel_id, cursor[tel_id], count, trig["event_id"][mask[:, j]], own,
+                                                     waveform_cursor)
                 cursor[tel_id] += count
             shower = None
             if shower_node is not None:
@@ -623,8 +679,9 @@ class DL0Reader:
                 pointing_az=pointing_az, tel=tel, shower=shower,
             )
 
-    def _telescope_events(self, tel_id, start, count, event_ids, own):
-        """TelescopeEvents of rows ``start:start+count``; ``own``: this telescope's trigger rows."""
+    def _telescope_events(self, tel_id, start, count, event_ids, own, waveform_cursor):
+        """TelescopeEvents of rows ``start:start+count``; ``own``: this telescope's trigger rows;
+        ``waveform_cursor``: tel_id -> first unread row of a reduced DL0's kept waveforms."""
         stop = start + count
         te = TelescopeEvents(tel_id=tel_id, event_id=event_ids.astype(np.int64))
         if len(own) != count or not np.array_equal(own["event_id"], event_ids):
@@ -635,6 +692,10 @@ class DL0Reader:
         if self.run_info.pointing_track:
             te.pointing_alt, te.pointing_az = self.pointing_at(tel_id, te.time_mjd)
         groups = {"r1": R1_GROUP, "r0": R0_GROUP, "images": IMAGES_GROUP}
+        if self.kind == "reduced" and R1_GROUP not in self.h5:
+            self._reduced_events(te, tel_id, start, stop, event_ids, waveform_cursor)
+            self._read_truth(te, tel_id, start, stop, event_ids)
+            return te
         main_group = {"r1": R1_GROUP, "r0": R1_GROUP, "reduced": R1_GROUP,
                       "dl0": DL0_WAVEFORMS_GROUP}.get(self.kind, IMAGES_GROUP)
         rows = self._tel_rows(main_group, tel_id, start, stop)
@@ -673,6 +734,63 @@ class DL0Reader:
                 raise DataError(f"{self.path}: {R0_GROUP}/tel_{tel_id:03d} missing")
             self._check_ids(raw, event_ids, R0_GROUP, tel_id)
             te.r0 = raw["waveform"]
+        self._read_truth(te, tel_id, start, stop, event_ids)
+        return te
+
+    def _reduced_events(self, te, tel_id, start, stop, event_ids, waveform_cursor):
+        """Reduced DL0: the pixel table's rows ``start:stop`` and the rows of their kept waveforms.
+
+        The waveform rows of a telescope are read in order, from ``waveform_cursor[tel_id]``
+        (where the previous batch of this pass stopped; updated).
+        """
+        reduction = self._tel_rows(REDUCTION_GROUP, tel_id, start, stop)
+        if reduction is None:
+            raise DataError(f"{self.path}: {REDUCTION_GROUP}/tel_{tel_id:03d} missing")
+        self._check_ids(reduction, event_ids, REDUCTION_GROUP, tel_id)
+        kept = reduction["waveform_kept"]
+        group = REDUCED_WAVEFORMS_GROUP
+        node = self._tel_node(group, tel_id)
+        if node is None:
+            group = REDUCED_SAMPLES_GROUP
+            node = self._tel_node(group, tel_id)
+        path = f"{group}/tel_{tel_id:03d}"
+        if node is None:
+            raise DataError(f"{self.path}: {REDUCED_WAVEFORMS_GROUP}/tel_{tel_id:03d} "
+                            f"(or {REDUCED_SAMPLES_GROUP}/tel_{tel_id:03d}) missing")
+        first = waveform_cursor.get(tel_id, 0)
+        n_rows = int(np.count_nonzero(kept))
+        if node.nrows < first + n_rows:
+            raise DataError(f"{self.path}: {path} has {node.nrows} rows, the kept pixels need {first + n_rows}")
+        rows = node.read(start=first, stop=first + n_rows)
+        waveform_cursor[tel_id] = first + n_rows
+        # the rows must be those of np.nonzero(kept): per event its kept pixels, in increasing order
+        events = np.repeat(np.arange(len(kept)), np.count_nonzero(kept, axis=1))
+        pixels = rows["pixel_id"].astype(np.int64)
+        new_event = np.ones(n_rows, dtype=bool)
+        new_event[1:] = events[1:] != events[:-1]
+        if not (np.all(pixels < kept.shape[1]) and kept[events, np.minimum(pixels, kept.shape[1] - 1)].all()
+                and np.all(new_event[1:] | (pixels[1:] > pixels[:-1]))
+                and np.array_equal(rows["event_id"], event_ids[events])):
+            raise DataError(f"{self.path}: {path} is out of step with waveform_kept of {REDUCTION_GROUP}")
+        te.waveform_kept = kept
+        te.image = reduction["image"]
+        te.peak_time = reduction["peak_time"]
+        te.selected_gain_channel = reduction["selected_gain_channel"]
+        te.pixel_status = reduction["pixel_status"]
+        if group == REDUCED_WAVEFORMS_GROUP:
+            te.r1_kept = np.ascontiguousarray(rows["waveform"])
+            return
+        calibration = self.run_info.calibration.get(tel_id)
+        if calibration is None:
+            raise DataError(f"{self.path}: no calibration coefficients for tel {tel_id} "
+                            f"({COEFFICIENTS_GROUP}/tel_{tel_id:03d})")
+        gains = te.selected_gain_channel[events, pixels]
+        if len(gains) and np.max(gains) >= calibration.dc_to_pe.shape[0]:
+            raise DataError(f"{self.path}: {REDUCTION_GROUP}/tel_{tel_id:03d} selects a gain channel "
+                            f"the coefficients do not have")
+        te.r1_kept = r1_from_kept_samples(rows["waveform"], pixels, gains, calibration)
+
+    def _read_truth(self, te, tel_id, start, stop, event_ids):
         truth = self._tel_rows(TRUE_IMAGES_GROUP, tel_id, start, stop)
         if truth is not None:
             self._check_ids(truth, event_ids, TRUE_IMAGES_GROUP, tel_id)
@@ -683,7 +801,6 @@ class DL0Reader:
         if impact is not None:
             self._check_ids(impact, event_ids, IMPACT_GROUP, tel_id)
             te.true_impact_distance = impact["true_impact_distance"]
-        return te
 
     def _check_ids(self, rows, event_ids, group, tel_id):
         if not np.array_equal(rows["event_id"], event_ids):

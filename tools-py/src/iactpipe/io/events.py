@@ -55,7 +55,10 @@ class TelescopeEvents:
     ctapipe PixelStatus bits of R1 data (4 high gain, 8 low gain, 16 saturated).
     Added for reduced DL0: ``waveform_kept`` (n, n_pixels) bool, the pixels whose
     ``r1`` waveforms were kept; ``image``/``peak_time`` then hold the charges and
-    times extracted from the full waveforms (used for the other pixels).
+    times extracted from the full waveforms (used for the other pixels);
+    ``r1_kept`` (n_kept, n_samples) float32: the R1 waveforms of just those pixels
+    (``r1[waveform_kept]``: event by event, pixels in increasing order), instead of ``r1``.
+    Rows of the first k events are its first ``waveform_kept[:k].sum()`` rows.
     """
 
     tel_id: int
@@ -75,6 +78,7 @@ class TelescopeEvents:
     pointing_az: np.ndarray | None = None
     pixel_status: np.ndarray | None = None
     waveform_kept: np.ndarray | None = None
+    r1_kept: np.ndarray | None = None
 
     def __len__(self):
         return len(self.event_id)

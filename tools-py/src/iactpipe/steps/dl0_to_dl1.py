@@ -32,7 +32,7 @@ from ..image.processor import (
     process_batch,
     settings_for_type,
 )
-from ..io.dl0 import DL0Reader, DL0Writer
+from ..io.dl0 import DL0Reader, DL0Writer, r1_from_kept_samples, selected_gain_samples
 from ..io.dl1 import DL1Writer, coefficients_at, read_calibration_coefficients
 from ..io.events import TelescopeCalibration, TelescopeEvents
 from ..io.simtel import SimTelReader
@@ -167,8 +167,11 @@ def _first_events(batch, n, subarray):
             del batch.tel[tel_id]
             continue
         for name, value in vars(te).items():
-            if isinstance(value, np.ndarray) and len(value) == len(te.event_id) and name != "event_id":
+            if (isinstance(value, np.ndarray) and len(value) == len(te.event_id)
+                    and name not in ("event_id", "r1_kept")):
                 setattr(te, name, value[:n_rows])
+        if te.r1_kept is not None:  # reduced DL0: the kept waveforms of the first n_rows events
+            te.r1_kept = te.r1_kept[:int(np.count_nonzero(te.waveform_kept))]
         te.event_id = te.event_id[:n_rows]
     return _select_events(batch, keep)
 
@@ -244,8 +247,8 @@ def kept_pixels(images, neighbors, reduction):
 class _ReducedDL0:
     """Writes the reduced DL0 of one input while it is processed, and counts what it keeps."""
 
-    #: bytes per pixel of the stored charge, peak time and kept flag
-    PIXEL_BYTES = 4 + 4 + 1
+    #: bytes per pixel of the stored charge, peak time, kept flag, selected gain and pixel status
+    PIXEL_BYTES = 4 + 4 + 1 + 1 + 1
 
     def __init__(self, path, settings, log):
         self.path = path
@@ -253,6 +256,8 @@ class _ReducedDL0:
         self.log = log
         self.writer = None
         self.time_shift = {}
+        self.coefficients = {}
+        self.raw = {}  # tel_id -> whether its kept waveforms are stored as raw samples
         self.full_bytes = 0
         self.kept_bytes = 0
         self.n_pixels = 0
@@ -268,6 +273,7 @@ class _ReducedDL0:
             values = [np.asarray(v)[0] if np.ndim(v) == 3 else np.asarray(v) for v in values]
             coefficients[tel_id] = TelescopeCalibration(tel_id, *values)
             self.time_shift[tel_id] = values[2]
+        self.coefficients = coefficients
         info = copy.copy(run_info)
         info.calibration = coefficients
         self.writer = DL0Writer(self.path, info, mode="reduced")
@@ -293,19 +299,42 @@ class _ReducedDL0:
                 status = np.where(selected == 0, 4, 8).astype(np.uint8)
             # pixels unusable in this event: no gain channel stored, as ctapipe marks pixels not read out
             status = np.where(result.unusable, status & np.uint8(~12 & 0xFF), status).astype(np.uint8)
-            r1 = np.where(kept[..., np.newaxis], result.r1, np.float32(0))
+            r1_kept = result.r1[kept]  # event by event, pixels in increasing order
+            raw = self._raw_samples(path, tel_id, te, selected, kept, r1_kept)
             reduced.tel[tel_id] = TelescopeEvents(
-                tel_id=tel_id, event_id=te.event_id, r1=r1, selected_gain_channel=selected, pixel_status=status,
+                tel_id=tel_id, event_id=te.event_id, r1_kept=None if raw else r1_kept, r0=te.r0 if raw else None,
+                selected_gain_channel=selected, pixel_status=status,
                 image=result.extracted_image, peak_time=result.extracted_peak_time, waveform_kept=kept,
                 true_image=te.true_image, true_impact_distance=te.true_impact_distance,
                 n_trigger_pixels=te.n_trigger_pixels, time_mjd=te.time_mjd, event_type=te.event_type,
             )
-            n_samples = r1.shape[-1]
-            self.full_bytes += r1.size * 4
-            self.kept_bytes += int(kept.sum()) * n_samples * 4 + kept.size * self.PIXEL_BYTES
+            n_samples = result.r1.shape[-1]
+            self.full_bytes += result.r1.size * 4
+            sample_bytes = 2 if raw else 4
+            self.kept_bytes += int(kept.sum()) * n_samples * sample_bytes + kept.size * self.PIXEL_BYTES
             self.n_pixels += kept.size
             self.n_kept += int(kept.sum())
         self.writer.write(reduced)
+
+    def _raw_samples(self, path, tel_id, te, selected, kept, r1_kept):
+        """Whether to store the raw samples (uint16) of a telescope's kept pixels instead of R1 (float32).
+
+        Decided on the telescope's first events: raw samples where the input has them and the
+        coefficients of the file turn them into exactly the R1 the images come from; checked
+        again on every later batch (the coefficients must hold for the whole run).
+        """
+        calibration = self.coefficients.get(tel_id)
+        possible = te.r0 is not None and calibration is not None
+        if possible:
+            samples = selected_gain_samples(te.r0, selected)[kept]
+            gains = selected[kept]
+            again = r1_from_kept_samples(samples, np.nonzero(kept)[1], gains, calibration)
+            possible = np.array_equal(again.view(np.uint32), np.ascontiguousarray(r1_kept).view(np.uint32))
+        raw = self.raw.setdefault(tel_id, possible)
+        if raw and not possible:
+            raise DataError(f"{path}: the R0 -> R1 coefficients of tel {tel_id} change within the run "
+                            "(not supported by --reduced-dl0)")
+        return raw
 
     @property
     def factor(self):
