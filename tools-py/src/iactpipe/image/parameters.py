@@ -74,12 +74,13 @@ PARAMETER_COLUMNS = (
 )
 
 
+#: (column, dtype, value of an image that is not parametrised)
+_DEFAULTS = tuple((name, dtype, -1 if np.issubdtype(dtype, np.integer) else np.nan) for name, dtype in PARAMETER_COLUMNS)
+
+
 def default_parameters(n_events):
     """Columns for images that are not parametrised: NaN, and -1 for morphology counts."""
-    return {
-        name: np.full(n_events, -1 if np.issubdtype(dtype, np.integer) else np.nan, dtype=dtype)
-        for name, dtype in PARAMETER_COLUMNS
-    }
+    return {name: np.full(n_events, fill, dtype=dtype) for name, dtype, fill in _DEFAULTS}
 
 
 @njit(cache=True)
@@ -131,9 +132,8 @@ def image_parameters(images, masks, geometry, peak_times=None, rng=None, valid=N
         valid = image_quality_mask(images, masks)
     valid = np.asarray(valid, dtype=bool)
 
-    columns = default_parameters(n_events)
     hillas = hillas_parameters(images, masks, geometry, valid=valid)
-    columns.update(hillas)
+    columns = dict(hillas)
     columns.update(leakage_parameters(images, masks, geometry, valid=valid))
     columns.update(concentration_parameters(images, masks, geometry, hillas, valid=valid))
     morphology = morphology_parameters(masks, geometry.neighbors)
@@ -146,4 +146,8 @@ def image_parameters(images, masks, geometry, peak_times=None, rng=None, valid=N
             raise ValueError(f"peak_times shape {peak_times.shape} differs from images shape {images.shape}")
         columns.update(timing_parameters(peak_times, masks, geometry, hillas, valid=valid, rng=rng))
         columns.update(descriptive_statistics(peak_times, masks, "peak_time", valid=valid))
-    return {name: columns[name].astype(dtype, copy=False) for name, dtype in PARAMETER_COLUMNS}
+    # the columns no kernel gave (timing and peak-time statistics without peak times) keep their defaults
+    return {
+        name: columns[name].astype(dtype, copy=False) if name in columns else np.full(n_events, fill, dtype=dtype)
+        for name, dtype, fill in _DEFAULTS
+    }
