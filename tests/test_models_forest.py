@@ -1,5 +1,6 @@
 """Flat-tree forests: predictions equal scikit-learn's; model files round-trip without pickle."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -72,6 +73,29 @@ def test_missing_values_follow_sklearn():
     _close(flat.predict(X_test[3:4])[:, 0], model.predict(X_test[3:4]))
 
 
+def test_few_missing_values_among_many_rows():
+    """A few rows with NaNs among many: their tiles take the per-row NaN path, the others the lockstep one."""
+    X, y, rng = _data(n=2000, seed=11)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    model = RandomForestClassifier(n_estimators=6, random_state=11).fit(X, y > 0)
+    X_test = rng.normal(size=(200, X.shape[1])) * np.nanstd(X, axis=0)
+    X_test[[5, 40, 41, 199], :2] = np.nan  # in tiles 0, 2 and 12 of 13; the forest sends some NaNs left, some right
+    flat = flatten_forest(model)
+    _close(flat.predict_proba(X_test), model.predict_proba(X_test))
+    _close(flat.predict_proba(X_test, n_threads=2), model.predict_proba(X_test))
+
+
+def test_input_types():
+    """float32, float64 (any order or byte order) and integer inputs: all cast to float32 like scikit-learn."""
+    X, y, rng = _data(n=1000, seed=12)
+    model = ExtraTreesRegressor(n_estimators=5, random_state=12).fit(X, y)
+    flat = flatten_forest(model)
+    X_test = rng.normal(size=(50, X.shape[1])) * X.std(axis=0) * 3
+    for variant in (X_test, X_test.astype(np.float32), np.asfortranarray(X_test), X_test.astype(">f8"),
+                    np.round(X_test).astype(np.int64), X_test[::-1]):
+        _close(flat.predict(variant)[:, 0], model.predict(variant))
+
+
 def test_threads_give_identical_results():
     X, y, _ = _data(n=5000)
     flat = flatten_forest(ExtraTreesRegressor(n_estimators=10, random_state=0).fit(X, y))
@@ -116,6 +140,104 @@ def test_blocks_and_threads(monkeypatch):
     monkeypatch.setattr(forest_module, "BLOCK", 50)
     np.testing.assert_array_equal(flat.predict_proba(X_test), whole)
     np.testing.assert_array_equal(flat.predict_proba(X_test, n_threads=2), whole)
+
+
+def _renumbered(flat, rng):
+    """The same forest with every tree's nodes (but the root) numbered in a random order."""
+    parts = {k: [] for k in ("feature", "threshold", "left", "right", "missing_left", "value")}
+    for t in range(flat.n_trees):
+        lo, hi = flat.node_offset[t], flat.node_offset[t + 1]
+        new_id = np.r_[0, 1 + rng.permutation(hi - lo - 1)]
+        old_at = np.argsort(new_id)  # old node id of each new id
+        for name in ("feature", "threshold", "missing_left", "value"):
+            parts[name].append(getattr(flat, name)[lo:hi][old_at])
+        for name in ("left", "right"):
+            child = getattr(flat, name)[lo:hi][old_at]
+            parts[name].append(np.where(child == -1, -1, new_id[np.maximum(child, 0)]).astype(np.int32))
+    return dataclasses.replace(flat, **{k: np.concatenate(v) for k, v in parts.items()})
+
+
+def test_node_order_does_not_matter():
+    """Inference lays trees out in pre-order itself: best-first trees (max_leaf_nodes, not numbered
+    depth-first by scikit-learn) and randomly renumbered trees give the same predictions."""
+    X, y, rng = _data(n=2000, seed=7)
+    model = RandomForestRegressor(n_estimators=5, max_leaf_nodes=60, random_state=7).fit(X, y)
+    tree = model.estimators_[0].tree_
+    assert (tree.children_left[tree.children_left != -1] != np.flatnonzero(tree.children_left != -1) + 1).any()
+    flat = flatten_forest(model)
+    X_test = rng.normal(size=(300, X.shape[1])) * X.std(axis=0)
+    _close(flat.predict(X_test)[:, 0], model.predict(X_test))
+    deep = flatten_forest(RandomForestRegressor(n_estimators=4, random_state=8).fit(X, y))
+    for forest in (flat, deep):
+        np.testing.assert_array_equal(_renumbered(forest, rng).predict(X_test), forest.predict(X_test))
+
+
+@pytest.mark.parametrize("n_values", [1, 2, 3, 4])
+def test_value_counts_and_partial_tiles(n_values):
+    """Leaf values summed for 1, 2 (binary classifier) and more columns; tiles of 1 to 33 rows."""
+    X, y, rng = _data(n=1500, seed=9)
+    if n_values == 1:
+        model = ExtraTreesRegressor(n_estimators=6, random_state=9).fit(X, y)
+    elif n_values == 4:
+        model = RandomForestRegressor(n_estimators=6, random_state=9).fit(X, np.column_stack([y, -y, X[:, :2]]))
+    else:
+        labels = np.digitize(y, np.quantile(y, np.linspace(0, 1, n_values + 1)[1:-1]))
+        model = ExtraTreesClassifier(n_estimators=6, random_state=9).fit(X, labels)
+    flat = flatten_forest(model)
+    assert flat.n_values == n_values
+    X_test = rng.normal(size=(33, X.shape[1])) * X.std(axis=0)
+    predict = model.predict_proba if n_values in (2, 3) else model.predict
+    for n in (1, 15, 16, 17, 33):
+        ours = flat.predict(X_test[:n])
+        _close(ours if n_values > 1 else ours[:, 0], predict(X_test[:n]))
+
+
+def test_extreme_values_and_many_features():
+    """Values beyond every threshold (the float32 extremes) go where scikit-learn sends them, and ±inf
+    (which scikit-learn refuses) the same way; no limit at 255 features."""
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(600, 300))
+    y = X[:, 0] + X[:, 299] + 0.1 * rng.normal(size=600)
+    model = ExtraTreesRegressor(n_estimators=4, max_features=1.0, random_state=10).fit(X, y)
+    flat = flatten_forest(model)
+    assert flat.feature.max() >= 255
+    X_test = rng.normal(size=(40, 300))
+    big = float(np.finfo(np.float32).max)
+    X_test[::3, flat.feature[0]] = big
+    X_test[1::3, flat.feature[0]] = -big
+    X_test[2::5, 299] = big
+    expected = model.predict(X_test)
+    _close(flat.predict(X_test)[:, 0], expected)
+    X_inf = np.where(np.abs(X_test) == big, np.sign(X_test) * np.inf, X_test)
+    _close(flat.predict(X_inf)[:, 0], expected)
+    _close(flat.predict(X_inf, n_threads=2)[:, 0], expected)
+
+
+def test_too_many_nodes(monkeypatch):
+    X, y, _ = _data(n=300)
+    flat = flatten_forest(RandomForestRegressor(n_estimators=2, random_state=0).fit(X, y))
+    monkeypatch.setattr(forest_module, "MAX_WORDS", 3 * flat.n_nodes)
+    with pytest.raises(ValueError, match=f"forest too large for 32-bit node records \\({flat.n_nodes} nodes"):
+        flat.predict(X)
+
+
+@pytest.mark.parametrize("damage", ["cycle", "child out of range", "feature out of range", "unreached node"])
+def test_malformed_trees_are_refused(damage):
+    """Node arrays that are not a tree (e.g. from a damaged model file) give a clear error, not a crash."""
+    X, y, _ = _data(n=300)
+    flat = flatten_forest(RandomForestRegressor(n_estimators=3, max_depth=4, random_state=0).fit(X, y))
+    inner = np.flatnonzero(flat.left[flat.node_offset[1]:flat.node_offset[2]] != -1)[1]  # tree 1, not the root
+    at = flat.node_offset[1] + inner
+    if damage == "cycle":
+        flat.left[at] = inner
+    elif damage == "child out of range":
+        flat.right[at] = flat.node_offset[2] - flat.node_offset[1]
+    elif damage == "feature out of range":
+        flat.feature[at] = flat.n_features
+    else:  # a leaf's subtree detached: its nodes are never reached
+        flat.left[at] = flat.right[at] = -1
+    with pytest.raises(ValueError, match="tree 1 of the forest is malformed"):
+        flat.predict(X)
 
 
 def test_wrong_feature_count_and_unsupported_estimator():

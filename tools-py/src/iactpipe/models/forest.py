@@ -19,16 +19,18 @@ Inference (:func:`predict_forest`, layout built once per forest by :func:`_packe
 rows, block by block, into tiles of ``LANES`` rows (feature-major within a tile, float32); for each
 tree, a vectorised pass takes every row through the tree's top ``TOP`` levels (all 15 comparisons
 evaluated branch-free, the path picked by selects), then each tile's rows go from there to their
-leaves in lockstep, branch-free, over 16-byte node records, so that their memory loads overlap.  A
-block goes through all trees before the next (large blocks: a tree's nodes are reused by many rows
-while it is in cache).
+leaves in lockstep, branch-free, over 12-byte node records laid out in pre-order (the left child is
+the next record, so a level costs one dependent load of the record, one of the feature value and a
+select), so that the lanes' memory loads overlap.  A block goes through all trees before the next
+(large blocks: a tree's nodes are reused by many rows while it is in cache).
 """
 
 from dataclasses import dataclass, field
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 __all__ = ["FlatForest", "flatten_forest", "predict_forest", "SUPPORTED_ESTIMATORS"]
 
@@ -42,6 +44,7 @@ SUPPORTED_ESTIMATORS = {
 BLOCK = 131072  # most rows taken through one tree before the next (the tree is reused while in cache)
 LANES = 16  # rows stepped down a tree in lockstep (see _descend); a tile holds LANES rows
 TOP = 4  # levels taken by the vectorised first pass (_top_exits): 15 nodes, 16 exits
+MAX_WORDS = 2**32  # node records are addressed by 32-bit word offsets: at most (2**32 - 1) // 3 nodes
 
 
 @dataclass
@@ -153,17 +156,17 @@ def _json_params(params):
 def predict_forest(forest, X, n_threads=1):
     """Mean of the trees' leaf values for each row of ``X`` -> ``[n_rows, n_values]`` float64.
 
-    ``X`` is cast to float32 (scikit-learn's input type); ``n_threads > 1`` splits the rows
-    over numba threads (results identical to one thread).
+    ``X`` is cast to float32 (scikit-learn's input type) as its rows are copied into tiles;
+    ``n_threads > 1`` splits the rows over numba threads (results identical to one thread).
     """
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] != forest.n_features:
         raise ValueError(f"X has shape {X.shape}, the forest expects {forest.n_features} features")
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X = np.ascontiguousarray(X, dtype=X.dtype if X.dtype in (np.float32, np.float64) else np.float32)
     out = np.zeros((X.shape[0], forest.n_values), dtype=np.float64)
     if X.shape[0] == 0:
         return out
-    args = (X, *_packed(forest), out, bool(np.isnan(X).any()))
+    args = (X, *_packed(forest), out)
     if n_threads is None or n_threads > 1:
         previous = numba.get_num_threads()
         limit = numba.config.NUMBA_NUM_THREADS
@@ -176,7 +179,8 @@ def predict_forest(forest, X, n_threads=1):
         finally:
             numba.set_num_threads(previous)
     else:
-        # small trees (<= 64 KiB) stay in cache anyway: then smaller blocks keep the rows' tiles in cache too
+        # small trees (<= 4096 nodes, 48 KiB) stay in cache anyway: then smaller blocks keep the rows' tiles in
+        # cache too
         block = BLOCK if forest.n_nodes > 4096 * forest.n_trees else min(BLOCK, 8192)
         n_blocks = -(-X.shape[0] // block)
         _predict_serial(*args, -(-X.shape[0] // n_blocks))  # blocks of equal size
@@ -186,89 +190,139 @@ def predict_forest(forest, X, n_threads=1):
 def _packed(forest):
     """Inference layout, built once per forest (cached on it; the stored arrays are unchanged).
 
-    Node records ``rec`` (uint32), four words each, addressed by the offset ``n`` of their first
-    word.  Inner node: ``rec[n]`` = feature * LANES (the feature's row in a tile), ``rec[n + 1]``,
-    ``rec[n + 2]`` = offsets of the left and the right child, ``thr[n + 3]`` = the threshold as
-    float32 (``thr`` is a float32 view of ``rec``), so a row goes to ``rec[n + 1 + (x > thr)]``.
-    ``float32(x) <= t`` is the same test as ``float32(x) <= t32`` with t32 the largest float32 not
-    above t, so the float64 thresholds become float32 ones without changing any decision.
-    Leaf k (all trees' leaves first, in node order) has the odd offset ``n = 4 k + 1`` and reads as
-    a node that sends every row to itself (feature 0, both children ``n``, threshold +inf): lanes
-    that arrived stay, ``n & 1`` marks arrival and ``n >> 2`` indexes ``leaf_value``.
-    ``nan_right[n >> 2]``: NaN features go right at inner node n (scikit-learn's missing-value
-    rule; used only when X has NaNs).  Per tree, the top ``TOP`` levels as a complete binary tree
-    in breadth-first order (``top_feature``, ``top_threshold``: 15 nodes; a leaf above level TOP
-    continues as nodes that send everything left to it) and ``entry``: the record offsets of the
-    16 nodes reached below them.
+    Node records ``rec`` (uint32), three words each, every tree's nodes in pre-order (a node, its
+    left subtree, its right subtree; trees one after the other), a node addressed by the offset
+    ``n`` of its first word.  Inner node: ``rec[n]`` = feature * LANES (the feature's row in a
+    tile), ``thr[n + 1]`` = the threshold as float32 (``thr`` is a float32 view of ``rec``),
+    ``rec[n + 2]`` = the right child's offset; the left child is the next record, ``n + 3``.  A row
+    goes to ``rec[n + 2]`` if ``x > thr[n + 1]``, else to ``n + 3``.  ``float32(x) <= t`` is the
+    same test as ``float32(x) <= t32`` with t32 the largest float32 not above t, so the float64
+    thresholds become float32 ones without changing any decision.
+    A leaf reads as a node that sends every row to itself: ``rec[n]`` = n_features * LANES + 1 (odd:
+    marks the leaf; with the lane added it points into the tiles' two spare rows, all +inf),
+    ``rec[n + 2]`` = n, and ``rec[n + 1]`` holds the leaf's index into ``leaf_value`` (read as a
+    float32 it is finite, below +inf).  ``nan_right[n // 3]``: NaN features go right at inner node n
+    (scikit-learn's missing-value rule; used only for tiles with NaNs, whose rows go down one by one).  Per tree, the top ``TOP``
+    levels as a complete binary tree in breadth-first order (``top_feature``, ``top_threshold``:
+    15 nodes; a leaf above level TOP continues as nodes that send everything left to it) and
+    ``entry``: the record offsets of the 16 nodes reached below them.
     """
     cached = getattr(forest, "_packed_cache", None)
     if cached is not None:
         return cached
     n_trees = forest.n_trees
+    n_nodes = forest.n_nodes
+    if 3 * n_nodes >= MAX_WORDS or (forest.n_features + 2) * LANES >= MAX_WORDS:
+        raise ValueError(f"forest too large for 32-bit node records ({n_nodes} nodes, at most "
+                         f"{(MAX_WORDS - 1) // 3})")
+    offsets = forest.node_offset
     leaf = forest.left == -1
-    tree_of = np.repeat(np.arange(n_trees), np.diff(forest.node_offset))
-    base = forest.node_offset[:-1][tree_of]
-    leaf_ids = np.flatnonzero(leaf)
-    inner_ids = np.flatnonzero(~leaf)
-    n_leaves = len(leaf_ids)
-    first_inner = 4 * (n_leaves + 1)  # one spare word after the last leaf (it reads rec[n + 3])
-    total = first_inner + 4 * len(inner_ids)
-    if total >= 2**32 or forest.n_features * LANES >= 2**32:
-        raise ValueError(f"forest too large for 32-bit node records ({forest.n_nodes} nodes)")
-    offset = np.empty(forest.n_nodes, dtype=np.int64)  # record offset of each node
-    offset[leaf_ids] = 4 * np.arange(n_leaves) + 1
-    offset[inner_ids] = first_inner + 4 * np.arange(len(inner_ids))
+    inner = ~leaf
+    base = np.repeat(offsets[:-1], np.diff(offsets))  # first node of each node's tree
+    at = np.empty(n_nodes, dtype=np.int64)  # record offset of each node
+    order, bad = _preorder(forest.left, forest.right, offsets)
+    wrong = np.flatnonzero(inner & ((forest.feature < 0) | (forest.feature >= forest.n_features)))
+    if bad < 0 and len(wrong):
+        bad = np.searchsorted(offsets, wrong[0], side="right") - 1
+    if bad >= 0:
+        raise ValueError(f"tree {bad} of the forest is malformed (children or features out of range)")
+    at[order] = 3 * np.arange(n_nodes)
     thr32 = forest.threshold.astype(np.float32)
     above = thr32.astype(np.float64) > forest.threshold
     thr32[above] = np.nextafter(thr32[above], np.float32(-np.inf))
-    thr32[leaf] = np.inf
+    leaf_ids = np.flatnonzero(leaf)
 
-    rec = np.zeros(total, dtype=np.uint32)
+    rec = np.empty(3 * n_nodes, dtype=np.uint32)
     thr = rec.view(np.float32)
-    at = offset[inner_ids]
-    rec[at] = forest.feature[inner_ids].astype(np.int64) * LANES
-    rec[at + 1] = offset[forest.left[inner_ids] + base[inner_ids]]
-    rec[at + 2] = offset[forest.right[inner_ids] + base[inner_ids]]
-    thr[at + 3] = thr32[inner_ids]
-    at = offset[leaf_ids]
-    rec[at + 1] = at
-    rec[at + 2] = at
-    thr[at + 3] = np.inf
-    nan_right = np.zeros(total // 4 + 1, dtype=np.uint8)
-    nan_right[offset[inner_ids] >> 2] = forest.missing_left[inner_ids] == 0
+    rec[at[inner]] = forest.feature[inner].astype(np.int64) * LANES
+    thr[at[inner] + 1] = thr32[inner]
+    rec[at[inner] + 2] = at[forest.right[inner] + base[inner]]
+    rec[at[leaf_ids]] = forest.n_features * LANES + 1
+    rec[at[leaf_ids] + 1] = np.arange(len(leaf_ids))
+    rec[at[leaf_ids] + 2] = at[leaf_ids]
+    nan_right = np.zeros(n_nodes, dtype=np.uint8)
+    nan_right[at[inner] // 3] = forest.missing_left[inner] == 0
     leaf_value = np.ascontiguousarray(forest.value[leaf_ids])
 
     # the top TOP levels of every tree, breadth-first (position k has children 2k + 1, 2k + 2)
     n_top = 2**TOP - 1
     node = np.empty((n_trees, 2 * n_top + 1), dtype=np.int64)  # global node id at each position
-    node[:, 0] = forest.node_offset[:-1]
+    node[:, 0] = offsets[:-1]
     top_feature = np.zeros((n_trees, n_top), dtype=np.uint64)
     top_threshold = np.full((n_trees, n_top), np.inf, dtype=np.float32)
     for k in range(n_top):
         nd = node[:, k]
-        inner = ~leaf[nd]
-        top_feature[inner, k] = forest.feature[nd[inner]].astype(np.uint64) * np.uint64(LANES)
-        top_threshold[inner, k] = thr32[nd[inner]]
-        node[:, 2 * k + 1] = np.where(inner, forest.left[nd] + forest.node_offset[:-1], nd)
-        node[:, 2 * k + 2] = np.where(inner, forest.right[nd] + forest.node_offset[:-1], nd)
-    entry = offset[node[:, n_top:]].astype(np.uint64)
-    roots = offset[forest.node_offset[:-1]].astype(np.uint64)
+        inner_k = inner[nd]
+        top_feature[inner_k, k] = forest.feature[nd[inner_k]].astype(np.uint64) * np.uint64(LANES)
+        top_threshold[inner_k, k] = thr32[nd[inner_k]]
+        node[:, 2 * k + 1] = np.where(inner_k, forest.left[nd] + offsets[:-1], nd)
+        node[:, 2 * k + 2] = np.where(inner_k, forest.right[nd] + offsets[:-1], nd)
+    entry = at[node[:, n_top:]].astype(np.uint64)
+    roots = at[offsets[:-1]].astype(np.uint64)
     cached = (rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold, entry)
     forest._packed_cache = cached
     return cached
 
 
-@njit(cache=True, inline="always")
-def _down(xt, rec, thr, n, j):
-    """Record offset of the child of node ``n`` that lane ``j`` goes to."""
-    return np.uint64(rec[n + np.uint64(1) + np.uint64(xt[np.uint64(rec[n]) + np.uint64(j)] > thr[n + np.uint64(3)])])
+@njit(cache=True)
+def _preorder(left, right, node_offset):
+    """``(order, bad)``: the global node ids in pre-order (node, left subtree, right subtree), tree after
+    tree, and ``bad`` = -1; or, if a tree's nodes do not form one binary tree below its node 0 (a damaged
+    model file), ``bad`` = that tree and ``order`` is incomplete."""
+    order = np.empty(len(left), dtype=np.int64)
+    stack = np.empty(len(left) + 1, dtype=np.int64)
+    k = 0
+    for t in range(len(node_offset) - 1):
+        base = node_offset[t]
+        size = node_offset[t + 1] - base
+        stack[0] = 0
+        top = 1
+        while top > 0:
+            top -= 1
+            node = base + stack[top]
+            if k - base == size:  # more visits than nodes: a node is reached twice
+                return order, t
+            order[k] = node
+            k += 1
+            if left[node] != -1:
+                if not (0 < left[node] < size and 0 < right[node] < size):
+                    return order, t
+                stack[top] = right[node]
+                stack[top + 1] = left[node]
+                top += 2
+        if k - base != size:  # some nodes not reached from the root
+            return order, t
+    return order, -1
+
+
+@intrinsic
+def _select(typingctx, condition, a, b):
+    """``a if condition else b`` as a branch-free select, marked unpredictable: otherwise LLVM turns it
+    into a branch on the loaded comparison, which mispredicts half the time (4-5x slower descents)."""
+    sig = a(types.boolean, a, a)
+
+    def codegen(context, builder, signature, args):
+        value = builder.select(*args)
+        value.set_metadata("unpredictable", builder.module.add_metadata([]))
+        return value
+
+    return sig, codegen
 
 
 @njit(cache=True, inline="always")
-def _descend(xt, rec, thr, entry, ex, first):
+def _down(xt, rec, thr, n, j, done):
+    """Record offset of the child of node ``n`` that lane ``j`` goes to, and ``done`` AND-ed with the
+    node's first word (whose bit 0 marks a leaf)."""
+    f = rec[n]
+    x = xt[np.uint64(f) + np.uint64(j)]
+    return _select(x > thr[n + np.uint64(1)], np.uint64(rec[n + np.uint64(2)]), n + np.uint64(3)), done & f
+
+
+@njit(cache=True, inline="always")
+def _descend(xt, rec, thr, entry, ex, first, leaves):
     """Take the LANES = 16 rows of the tile ``xt`` (lane j: features ``xt[j]``, ``xt[LANES + j]``, ...) from
     their entry nodes ``entry[ex[first + j]]`` down to their leaves in lockstep, one level per pass,
-    branch-free (leaves send rows to themselves and have odd offsets); returns the leaves' record offsets."""
+    branch-free (leaves send rows to themselves); the leaves' record offsets go to ``leaves``."""
     n0 = entry[ex[first + 0]]
     n1 = entry[ex[first + 1]]
     n2 = entry[ex[first + 2]]
@@ -286,34 +340,51 @@ def _descend(xt, rec, thr, entry, ex, first):
     n14 = entry[ex[first + 14]]
     n15 = entry[ex[first + 15]]
     while True:
-        n0 = _down(xt, rec, thr, n0, 0)
-        n1 = _down(xt, rec, thr, n1, 1)
-        n2 = _down(xt, rec, thr, n2, 2)
-        n3 = _down(xt, rec, thr, n3, 3)
-        n4 = _down(xt, rec, thr, n4, 4)
-        n5 = _down(xt, rec, thr, n5, 5)
-        n6 = _down(xt, rec, thr, n6, 6)
-        n7 = _down(xt, rec, thr, n7, 7)
-        n8 = _down(xt, rec, thr, n8, 8)
-        n9 = _down(xt, rec, thr, n9, 9)
-        n10 = _down(xt, rec, thr, n10, 10)
-        n11 = _down(xt, rec, thr, n11, 11)
-        n12 = _down(xt, rec, thr, n12, 12)
-        n13 = _down(xt, rec, thr, n13, 13)
-        n14 = _down(xt, rec, thr, n14, 14)
-        n15 = _down(xt, rec, thr, n15, 15)
-        if (n0 & n1 & n2 & n3 & n4 & n5 & n6 & n7 & n8 & n9 & n10 & n11 & n12 & n13 & n14 & n15) & np.uint64(1):
-            return n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, n10, n11, n12, n13, n14, n15
+        done = np.uint32(1)  # stays 1 if every lane was at its leaf
+        n0, done = _down(xt, rec, thr, n0, 0, done)
+        n1, done = _down(xt, rec, thr, n1, 1, done)
+        n2, done = _down(xt, rec, thr, n2, 2, done)
+        n3, done = _down(xt, rec, thr, n3, 3, done)
+        n4, done = _down(xt, rec, thr, n4, 4, done)
+        n5, done = _down(xt, rec, thr, n5, 5, done)
+        n6, done = _down(xt, rec, thr, n6, 6, done)
+        n7, done = _down(xt, rec, thr, n7, 7, done)
+        n8, done = _down(xt, rec, thr, n8, 8, done)
+        n9, done = _down(xt, rec, thr, n9, 9, done)
+        n10, done = _down(xt, rec, thr, n10, 10, done)
+        n11, done = _down(xt, rec, thr, n11, 11, done)
+        n12, done = _down(xt, rec, thr, n12, 12, done)
+        n13, done = _down(xt, rec, thr, n13, 13, done)
+        n14, done = _down(xt, rec, thr, n14, 14, done)
+        n15, done = _down(xt, rec, thr, n15, 15, done)
+        if done:  # written to an array, not returned as a tuple: the caller indexes it in a loop
+            leaves[0] = n0
+            leaves[1] = n1
+            leaves[2] = n2
+            leaves[3] = n3
+            leaves[4] = n4
+            leaves[5] = n5
+            leaves[6] = n6
+            leaves[7] = n7
+            leaves[8] = n8
+            leaves[9] = n9
+            leaves[10] = n10
+            leaves[11] = n11
+            leaves[12] = n12
+            leaves[13] = n13
+            leaves[14] = n14
+            leaves[15] = n15
+            return
 
 
 @njit(cache=True)
 def _descend_nan(xt, rec, thr, nan_right, node, j):
     """One lane from ``node`` to its leaf, NaN features going where scikit-learn sends them."""
-    one = np.uint64(1)
-    while not node & one:
+    three = np.uint64(3)
+    while not rec[node] & np.uint32(1):
         v = xt[np.uint64(rec[node]) + np.uint64(j)]
-        right = (v > thr[node + np.uint64(3)]) | (np.isnan(v) & (nan_right[node >> np.uint64(2)] == 1))
-        node = np.uint64(rec[node + one + np.uint64(right)])
+        right = (v > thr[node + np.uint64(1)]) | (np.isnan(v) & (nan_right[node // three] == 1))
+        node = np.uint64(rec[node + np.uint64(2)]) if right else node + three
     return node
 
 
@@ -354,35 +425,51 @@ def _top_exits(xt, n_tiles, tile, feature, threshold, ex):
 
 @njit(cache=True)
 def _predict_block(X, start, stop, xt, ex, rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold,
-                   entry, out, has_nan):
+                   entry, out):
     """Rows ``start:stop`` (at most BLOCK) through all trees, tree by tree, summing leaf values in tree order."""
     n_features = X.shape[1]
     n_values = leaf_value.shape[1]
     n = stop - start
-    tile = n_features * LANES
+    tile = (n_features + 2) * LANES  # the features, then two rows of +inf that leaves point into
     n_tiles = (n + LANES - 1) // LANES
+    nan_tile = np.zeros(n_tiles, dtype=np.bool_)  # tiles with a NaN feature take the per-row NaN path
     for g in range(n_tiles):
+        nan = False
         for j in range(LANES):
             r = g * LANES + j
             for f in range(n_features):
-                xt[g * tile + f * LANES + j] = X[start + r, f] if r < n else 0.0
-    two = np.uint64(2)
+                value = X[start + r, f] if r < n else 0.0
+                xt[g * tile + f * LANES + j] = value  # to float32
+                nan |= np.isnan(value)
+            xt[g * tile + n_features * LANES + j] = np.inf
+            xt[g * tile + (n_features + 1) * LANES + j] = np.inf
+        nan_tile[g] = nan
+    one = np.uint64(1)
+    leaves = np.empty(LANES, dtype=np.uint64)
     for t in range(len(roots)):
-        if not has_nan:
-            _top_exits(xt, n_tiles, tile, top_feature[t], top_threshold[t], ex)
+        _top_exits(xt, n_tiles, tile, top_feature[t], top_threshold[t], ex)
         for g in range(n_tiles):
             first = g * LANES
             n_lanes = min(LANES, n - first)
             lanes = xt[g * tile:]
-            if has_nan:
+            if nan_tile[g]:
                 for j in range(n_lanes):
-                    leaf = _descend_nan(lanes, rec, thr, nan_right, roots[t], j) >> two
+                    leaf = rec[_descend_nan(lanes, rec, thr, nan_right, roots[t], j) + one]
                     for k in range(n_values):
                         out[start + first + j, k] += leaf_value[leaf, k]
-            else:
-                leaves = _descend(lanes, rec, thr, entry[t], ex, first)
+                continue
+            _descend(lanes, rec, thr, entry[t], ex, first, leaves)
+            if n_values == 1:  # the common cases spelled out: no inner loop per row
                 for j in range(n_lanes):
-                    leaf = leaves[j] >> two
+                    out[start + first + j, 0] += leaf_value[rec[leaves[j] + one], 0]
+            elif n_values == 2:
+                for j in range(n_lanes):
+                    leaf = rec[leaves[j] + one]
+                    out[start + first + j, 0] += leaf_value[leaf, 0]
+                    out[start + first + j, 1] += leaf_value[leaf, 1]
+            else:
+                for j in range(n_lanes):
+                    leaf = rec[leaves[j] + one]
                     for k in range(n_values):
                         out[start + first + j, k] += leaf_value[leaf, k]
     for r in range(start, stop):
@@ -391,28 +478,26 @@ def _predict_block(X, start, stop, xt, ex, rec, thr, nan_right, leaf_value, root
 
 
 @njit(cache=True)
-def _predict_serial(X, rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold, entry, out, has_nan,
-                    block):
+def _predict_serial(X, rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold, entry, out, block):
     """Blocks of ``block`` (<= BLOCK) rows, one after the other."""
     n_rows = X.shape[0]
     n_tiles = (block + LANES - 1) // LANES
-    xt = np.empty(n_tiles * LANES * X.shape[1], dtype=np.float32)
+    xt = np.empty(n_tiles * LANES * (X.shape[1] + 2), dtype=np.float32)
     ex = np.empty(n_tiles * LANES, dtype=np.uint32)
     for start in range(0, n_rows, block):
         _predict_block(X, start, min(start + block, n_rows), xt, ex, rec, thr, nan_right, leaf_value, roots,
-                       top_feature, top_threshold, entry, out, has_nan)
+                       top_feature, top_threshold, entry, out)
 
 
 @njit(cache=True, parallel=True)
-def _predict_parallel(X, rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold, entry, out, has_nan,
-                      chunk):
+def _predict_parallel(X, rec, thr, nan_right, leaf_value, roots, top_feature, top_threshold, entry, out, chunk):
     """Blocks of ``chunk`` (<= BLOCK) rows over the threads."""
     n_rows = X.shape[0]
     n_blocks = (n_rows + chunk - 1) // chunk
     n_tiles = (chunk + LANES - 1) // LANES
     for b in prange(n_blocks):
         start = b * chunk
-        xt = np.empty(n_tiles * LANES * X.shape[1], dtype=np.float32)
+        xt = np.empty(n_tiles * LANES * (X.shape[1] + 2), dtype=np.float32)
         ex = np.empty(n_tiles * LANES, dtype=np.uint32)
         _predict_block(X, start, min(start + chunk, n_rows), xt, ex, rec, thr, nan_right, leaf_value, roots,
-                       top_feature, top_threshold, entry, out, has_nan)
+                       top_feature, top_threshold, entry, out)
