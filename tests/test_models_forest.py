@@ -314,6 +314,11 @@ def test_model_file_errors(tmp_path):
     write_model(path, model)
     with pytest.raises(DataError, match="is a gammaness model, expected a energy model"):
         read_model(path, kind="energy")
+    with tables.open_file(path, "a") as h5:  # a child index pointing outside its tree
+        right = h5.get_node("/model/forests/LST_LST_LSTCam/classifier/right")
+        right[int(np.flatnonzero(right[:] > 0)[0])] = 10**6
+    with pytest.raises(DataError, match="m.h5: corrupt iactpipe model file: LST_LST_LSTCam classifier: tree 0 .* malformed"):
+        read_model(path)
     model.metadata["kind"] = "energy"  # an energy model needs "regressor" forests
     with pytest.raises(ValueError, match="regressor"):
         write_model(tmp_path / "bad.h5", model)

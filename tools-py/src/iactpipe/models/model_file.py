@@ -25,7 +25,7 @@ import tables
 from ..errors import DataError
 from ..io.tables import FILTERS
 from ._json import json_default
-from .forest import FlatForest
+from .forest import FlatForest, _packed
 
 __all__ = ["ModelSet", "write_model", "read_model", "is_model_file", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"]
 
@@ -150,6 +150,12 @@ def read_model(path, kind=None):
                     forests[tel_type][component] = _read_forest(h5, f"/model/forests/{tel_type}/{component}")
         except (tables.NoSuchNodeError, KeyError, IndexError, json.JSONDecodeError) as err:
             raise DataError(f"{path}: incomplete or corrupt iactpipe model file ({err})") from None
+    for tel_type, components in forests.items():
+        for component, forest in components.items():
+            try:
+                _packed(forest)  # the inference layout (built once, cached): checks that every tree is a tree
+            except ValueError as err:
+                raise DataError(f"{path}: corrupt iactpipe model file: {tel_type} {component}: {err}") from None
     if kind is not None and meta["kind"] != kind:
         raise DataError(f"{path}: is a {meta['kind']} model, expected a {kind} model")
     return ModelSet(forests=forests, metadata=meta)
