@@ -274,6 +274,22 @@ def test_dilate_equals_ctapipe(camera_images):
         assert (ours.sum(axis=1) >= masks.sum(axis=1)).all()
 
 
+def test_touches_equals_dilated_overlap(camera_images):
+    """touches(): whether a mask holds or borders a flagged pixel, per event or with one flag row."""
+    from iactpipe.image.cleaning import touches
+
+    rng = np.random.default_rng(3)
+    seen = set()
+    for key, cam in camera_images.items():
+        masks = tailcuts_clean(cam.images, cam.geometry.neighbors, 6, 3)
+        near = dilate(masks, cam.geometry.neighbors)
+        for flagged in (rng.random((1, masks.shape[1])) < 0.005, rng.random(masks.shape) < 0.002):
+            expected = (near & flagged).any(axis=1)
+            np.testing.assert_array_equal(touches(masks, flagged, cam.geometry.neighbors), expected, err_msg=key)
+            seen.update(expected.tolist())
+    assert seen == {True, False}
+
+
 def test_islands_equal_ctapipe(camera_images):
     n_multi = 0
     for key, cam in camera_images.items():

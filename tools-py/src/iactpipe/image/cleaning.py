@@ -18,6 +18,7 @@ __all__ = [
     "mars_cleaning_1st_pass",
     "time_constrained_clean",
     "dilate",
+    "touches",
 ]
 
 
@@ -222,6 +223,30 @@ def dilate(masks, neighbors):
     out = np.empty(masks.shape, dtype=bool)
     _dilate_batch(masks, indptr, indices, out)
     return out[0] if single else out
+
+
+@njit(cache=True)
+def _touches_batch(masks, flagged, indptr, indices, out):
+    for event in range(masks.shape[0]):
+        mask = masks[event]
+        row = flagged[event if flagged.shape[0] > 1 else 0]
+        hit = False
+        for pix in range(masks.shape[1]):
+            if row[pix] and (mask[pix] or _any_neighbor(mask, pix, indptr, indices)):
+                hit = True
+                break
+        out[event] = hit
+
+
+def touches(masks, flagged, neighbors):
+    """Whether each mask holds or borders a flagged pixel: ``(dilate(masks) & flagged).any(axis=1)``,
+    looking only at the flagged pixels.  ``flagged`` is (n_events or 1, n_pixels)."""
+    masks, _ = as_batch(masks, dtype=np.bool_)
+    flagged, _ = as_batch(flagged, dtype=np.bool_)
+    indptr, indices = neighbors
+    out = np.empty(masks.shape[0], dtype=bool)
+    _touches_batch(masks, flagged, indptr, indices, out)
+    return out
 
 
 @njit(cache=True)

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .calibration import DEFAULT_GAIN_THRESHOLD, apply_peak_time_shift, calibrate_r1, select_gain_values
-from .cleaning import dilate, mars_cleaning_1st_pass, tailcuts_clean, time_constrained_clean
+from .cleaning import dilate, mars_cleaning_1st_pass, tailcuts_clean, time_constrained_clean, touches
 from .extraction import (
     EXTRACTORS,
     calibrate_and_extract,
@@ -335,8 +335,7 @@ def image_quality_flags(result, geometry, settings):
     ]
     unusable = np.asarray(result.unusable, dtype=bool)
     if unusable.any():
-        near = dilate(result.image_mask, geometry.neighbors)
-        conditions.append(("unusable_pixels", (near & unusable).any(axis=1)))
+        conditions.append(("unusable_pixels", touches(result.image_mask, unusable, geometry.neighbors)))
     for name, condition in conditions:
         flags |= np.where(condition, np.uint16(1 << bits[name]), np.uint16(0))
     return flags
