@@ -1447,19 +1447,7 @@ def _kept_neighbor_peak_kernel(
                     other = row_of[neighbor]
                     for sample in range(n_samples):
                         sums[sample] += samples[other, sample]
-            # numpy's argmax: the first maximum, or the first NaN
-            best = sums[0]
-            peak = 0
-            if best == best:
-                for sample in range(1, n_samples):
-                    value = sums[sample]
-                    if value > best:
-                        best = value
-                        peak = sample
-                    elif value != value:
-                        peak = sample
-                        break
-            peaks[own] = peak
+            peaks[own] = _first_argmax(sums)  # numpy's argmax: the first maximum, or the first NaN
         for own in range(first, row):
             row_of[row_pixel[own]] = -1
     charge = np.empty(n_rows, dtype=np.float32)
