@@ -551,6 +551,31 @@ def test_adc_decoder_equals_eventio(jump):
     assert decode_adc_samples(np.frombuffer(encoded[:-1], np.uint8), 0, out) == -1
 
 
+@pytest.mark.parametrize("n_samples", [1, 7, 8, 9, 15, 16, 17, 24, 25, 33, 40, 64, 75])
+def test_adc_decoder_vector_runs_equal_eventio(n_samples):
+    """Runs of one-byte differences (decoded 16 and 8 at a time) broken by a longer one at every
+    position, negative and positive differences, 16-bit wrap-around, and data ending early."""
+    from eventio.var_int import unsigned_varint_arrays_differential
+    from iactpipe.io.simtel import decode_adc_samples
+
+    rng = np.random.default_rng(n_samples)
+    n_traces = 3 * n_samples + 5
+    steps = rng.integers(-63, 64, size=(n_traces, n_samples))
+    for trace in range(n_traces):  # one longer difference at position trace % n_samples in most traces
+        if trace % 4:
+            steps[trace, trace % n_samples] += rng.choice([-1, 1]) * rng.integers(70, 3000)
+    traces = np.cumsum(steps, axis=1) + rng.integers(0, 65536, size=(n_traces, 1))
+    traces %= 65536
+    encoded = encode_differential_varints(traces[np.newaxis])
+    expected, _ = unsigned_varint_arrays_differential(encoded, n_arrays=n_traces, n_elements=n_samples)
+    np.testing.assert_array_equal(expected.astype(np.uint16).reshape(n_traces, n_samples), traces)
+    out = np.empty((1, n_traces, n_samples), dtype=np.uint16)
+    assert decode_adc_samples(np.frombuffer(encoded, np.uint8), 0, out) == len(encoded)
+    np.testing.assert_array_equal(out[0], traces)
+    for cut in (1, 9, 17, len(encoded) // 2):
+        assert decode_adc_samples(np.frombuffer(encoded[:-cut], np.uint8), 0, out) == -1
+
+
 def test_adc_decoder_on_pedestal_like_traces():
     """Real traces: one two-byte first value, then one-byte differences with a few longer ones (pulses)."""
     from iactpipe.io.simtel import decode_adc_samples

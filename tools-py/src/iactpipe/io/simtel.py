@@ -43,7 +43,10 @@ import zstandard
 from eventio.base import KNOWN_OBJECTS, EventIOObject, parse_extension_field
 from eventio.header import parse_header_bytes
 from eventio.tools import read_varint
-from numba import njit
+from llvmlite import ir as llvm_ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..errors import DataError, IactpipeError, TruncatedFileError
 from ..instrument.simtel import subarray_from_simtel
@@ -1344,6 +1347,64 @@ def _long_varint(data, pos, end):
     return word, np.int64(pos + length)
 
 
+def _one_byte_run_intrinsic(lanes):
+    """An intrinsic ``(data, pos, flat, at, value) -> (value, whole)`` decoding ``lanes`` bytes.
+
+    It decodes ``data[pos:pos + lanes]`` as one-byte differences into ``flat[at:]`` and returns
+    (the running value after them, True), or (``value``, False) without writing if a byte has its
+    top bit set.  Explicit LLVM vectors: the differences (zigzag: byte >> 1, negated by its lowest
+    bit) are summed by a prefix sum across the lanes and added to ``value``; each sample is stored
+    as its low 16 bits, which is what the scalar loop of `decode_adc_samples` does.
+    """
+
+    def one_byte_run(typingctx, data, pos, flat, at, value):
+        if not (isinstance(data, types.Array) and data.dtype == types.uint8 and data.ndim == 1):
+            return None
+        if not (isinstance(flat, types.Array) and flat.dtype == types.uint16 and flat.ndim == 1):
+            return None
+        if not all(isinstance(t, types.Integer) for t in (pos, at, value)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            i8, i16, i32, i64 = (llvm_ir.IntType(b) for b in (8, 16, 32, 64))
+            v8, v16, v32 = (llvm_ir.VectorType(t, lanes) for t in (i8, i16, i32))
+            source = context.make_array(signature.args[0])(context, builder, value=args[0])
+            target = context.make_array(signature.args[2])(context, builder, value=args[2])
+            pos_value, _, at_value, start_value = (
+                context.cast(builder, args[k], signature.args[k], types.int64) if k != 2 else None for k in range(1, 5)
+            )
+            raw = builder.load(builder.bitcast(builder.gep(source.data, [pos_value]), v8.as_pointer()), align=1)
+            high = builder.bitcast(builder.icmp_signed("<", raw, llvm_ir.Constant(v8, None)), llvm_ir.IntType(lanes))
+            whole = builder.icmp_unsigned("==", high, llvm_ir.Constant(llvm_ir.IntType(lanes), 0))
+            result = cgutils.alloca_once_value(builder, start_value)
+            with builder.if_then(whole, likely=True):
+                byte = builder.zext(raw, v32)
+                one = llvm_ir.Constant(v32, [1] * lanes)
+                total = builder.xor(builder.lshr(byte, one), builder.neg(builder.and_(byte, one)))
+                zeros = llvm_ir.Constant(v32, None)
+                shift = 1
+                while shift < lanes:  # prefix sum: add the lanes `shift` below (zeros shifted in)
+                    order = [lanes + lane - shift if lane >= shift else lane for lane in range(lanes)]
+                    total = builder.add(total, builder.shuffle_vector(zeros, total, llvm_ir.Constant(v32, order)))
+                    shift *= 2
+                base = builder.insert_element(zeros, builder.trunc(start_value, i32), i32(0))
+                base = builder.shuffle_vector(base, zeros, llvm_ir.Constant(v32, [0] * lanes))
+                samples = builder.trunc(builder.add(total, base), v16)
+                builder.store(samples, builder.bitcast(builder.gep(target.data, [at_value]), v16.as_pointer()), align=1)
+                last = builder.extract_element(total, i32(lanes - 1))
+                builder.store(builder.add(start_value, builder.sext(last, i64)), result)
+            return context.make_tuple(builder, signature.return_type, [builder.load(result), whole])
+
+        return types.Tuple((types.int64, types.boolean))(data, pos, flat, at, value), codegen
+
+    one_byte_run.__name__ = f"_one_byte_run_{lanes}"
+    return intrinsic(one_byte_run)
+
+
+_one_byte_run_16 = _one_byte_run_intrinsic(16)
+_one_byte_run_8 = _one_byte_run_intrinsic(8)
+
+
 @njit(cache=True)
 def decode_adc_samples(data, start, out):
     """Decode sim_telarray's differential varint ADC samples into ``out`` (uint16, (gains, pixels, samples)).
@@ -1362,6 +1423,7 @@ def decode_adc_samples(data, start, out):
     end = np.uint64(len(data))
     pos = np.uint64(start)
     one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    eight, sixteen = np.uint64(8), np.uint64(16)
     n = np.uint64(n_samples)
     row = np.uint64(0)
     for _ in range(n_gains * n_pixels):
@@ -1371,6 +1433,15 @@ def decode_adc_samples(data, start, out):
             # a run of one-byte differences (top bit clear)
             stop = min(n - sample, end - pos) if pos < end else np.uint64(0)
             k = np.uint64(0)
+            # 16, then 8 at a time with explicit vectors while no byte has its top bit set
+            while k + sixteen <= stop:
+                value, whole = _one_byte_run_16(data, pos + k, flat, row + sample + k, value)
+                if not whole:
+                    break
+                k += sixteen
+            if k + eight <= stop:
+                value, whole = _one_byte_run_8(data, pos + k, flat, row + sample + k, value)
+                k += eight if whole else np.uint64(0)
             while k < stop:
                 byte = np.int64(data[pos + k])
                 if byte >= 0x80:
