@@ -7,7 +7,8 @@ reduced DL0 of ``--reduced-dl0``: samples of the kept pixels only, charges of th
 tools run as separate processes, one thread each, each run the best of 3 (of 2 for the large
 replay).  Throughput is telescope events per second of wall time including start-up (import,
 numba cache load, instrument), in steady state (minus the wall time of a one-event run), and
-marginal (between the ×50 and ×200 replays of run202: start-up and per-file work cancel).
+marginal (between the ×50 and ×200 replays of run202, ×300 and ×1200 of prod6: start-up and
+per-file work cancel).
 ctapipe cannot read our DL0 HDF5 files, so the DL0-HDF5 ratio is against ctapipe-process on the
 equivalent sim_telarray file.  Kernels alone: calibrate + extract + clean + all parameters of
 LSTCam images in one process on one core, against
@@ -262,6 +263,11 @@ def run(quick=False):
             run202_large.unlink()
         prod6 = replay(PROD6, n6, folder)
         rows += whole_step_rows(f"prod6 gamma LST+NectarCam (×{n6})", prod6, folder, repeat=1 if quick else 3)
+        if not quick:  # production-size throughput: prod6 x300 -> x1200
+            prod6_large = replay(PROD6, 4 * n6, folder)
+            rows += marginal_rows(f"prod6 gamma LST+NectarCam (×{n6} → ×{4 * n6})", prod6, prod6_large, folder,
+                                  repeat=2)
+            prod6_large.unlink()
         # peak memory with a 10x larger input (ours only; both inputs span several chunks of 50 events)
         n_small = 20 if quick else 100
         small, large = replay(PROD6, n_small, folder), replay(PROD6, 10 * n_small, folder)
