@@ -496,9 +496,7 @@ class DL0Reader:
                     raise DataError(f"{self.path}: not a DL0 file, {group} missing")
             if DL0_WAVEFORMS_GROUP in self.h5 and COEFFICIENTS_GROUP in self.h5:
                 self.kind = "dl0"
-            elif REDUCTION_GROUP in self.h5 and R1_GROUP not in self.h5:
-                self.kind = "reduced"
-            elif REDUCTION_GROUP in self.h5:  # reduced DL0 of iactpipe < 0.5: zero-filled R1
+            elif REDUCTION_GROUP in self.h5:  # (before iactpipe 0.5 with zero-filled R1 in R1_GROUP)
                 self.kind = "reduced"
             elif R0_GROUP in self.h5 and COEFFICIENTS_GROUP in self.h5:
                 self.kind = "r0"

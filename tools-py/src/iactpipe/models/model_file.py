@@ -150,14 +150,14 @@ def read_model(path, kind=None):
                     forests[tel_type][component] = _read_forest(h5, f"/model/forests/{tel_type}/{component}")
         except (tables.NoSuchNodeError, KeyError, IndexError, json.JSONDecodeError) as err:
             raise DataError(f"{path}: incomplete or corrupt iactpipe model file ({err})") from None
+    if kind is not None and meta["kind"] != kind:
+        raise DataError(f"{path}: is a {meta['kind']} model, expected a {kind} model")
     for tel_type, components in forests.items():
         for component, forest in components.items():
             try:
                 _packed(forest)  # the inference layout (built once, cached): checks that every tree is a tree
             except ValueError as err:
                 raise DataError(f"{path}: corrupt iactpipe model file: {tel_type} {component}: {err}") from None
-    if kind is not None and meta["kind"] != kind:
-        raise DataError(f"{path}: is a {meta['kind']} model, expected a {kind} model")
     return ModelSet(forests=forests, metadata=meta)
 
 

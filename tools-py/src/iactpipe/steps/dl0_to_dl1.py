@@ -255,8 +255,7 @@ class _ReducedDL0:
         self.settings = settings
         self.log = log
         self.writer = None
-        self.time_shift = {}
-        self.coefficients = {}
+        self.coefficients = {}  # tel_id -> the run's coefficients stored in the reduced file
         self.raw = {}  # tel_id -> whether its kept waveforms are stored as raw samples
         self.full_bytes = 0
         self.kept_bytes = 0
@@ -272,7 +271,6 @@ class _ReducedDL0:
                 continue
             values = [np.asarray(v)[0] if np.ndim(v) == 3 else np.asarray(v) for v in values]
             coefficients[tel_id] = TelescopeCalibration(tel_id, *values)
-            self.time_shift[tel_id] = values[2]
         self.coefficients = coefficients
         info = copy.copy(run_info)
         info.calibration = coefficients
@@ -288,8 +286,8 @@ class _ReducedDL0:
             if result.r1 is None:
                 raise DataError(f"{path}: a reduced DL0 needs waveforms (R0 or R1), the input has images only")
             shift = getattr(calibration.get(tel_id), "time_shift", None)
-            if shift is not None and tel_id in self.time_shift:
-                if not np.all(np.asarray(shift) == self.time_shift[tel_id]):
+            if shift is not None and tel_id in self.coefficients:
+                if not np.all(np.asarray(shift) == self.coefficients[tel_id].time_shift):
                     raise DataError(f"{path}: time shifts of tel {tel_id} change within the run "
                                     "(not supported by --reduced-dl0)")
             kept = kept_pixels(result.image, cameras[tel_id].geometry.neighbors, self.settings)
