@@ -320,6 +320,29 @@ def test_neighbor_peak_exact_on_hard_waveforms(calibrated, local_weight):
     assert (time[0] != peaks64).any()
 
 
+@pytest.mark.parametrize("n_samples", [1, 16, 17, 40, 64, 65, 128, 129, 200])
+def test_calibrate_and_extract_exact_for_every_row_length(calibrated, n_samples):
+    """Every vector count of the neighbour sums (unrolled up to 8 vectors, a loop beyond) equals ctapipe.
+
+    Integer R0 with plain coefficients: the fused kernel skips the finiteness checks, and with
+    ``local_weight`` 0 it does not read a pixel's own samples.  Small ADC counts make ties.
+    """
+    geometry = calibrated["LSTCam"][0].geometry
+    rng = np.random.default_rng(n_samples)
+    r0 = rng.integers(0, 4, (3, 2, geometry.n_pixels, n_samples)).astype(np.uint16)
+    r0[0, 0, ::5, rng.integers(0, n_samples)] = 4001  # some pixels switch to low gain
+    pedestal = np.full((2, geometry.n_pixels), 1.0, np.float32)
+    dc_to_pe = np.ones((2, geometry.n_pixels), np.float32)
+    broken = np.zeros((1, geometry.n_pixels), bool)
+    for local_weight in (0, 1):
+        image, peak_time, _, r1 = calibrate_and_extract(
+            r0, pedestal, dc_to_pe, geometry.neighbors, 1.0, None, 5, 2, local_weight, return_r1=True
+        )
+        expected = _ctapipe_neighbor_peak(r1, geometry.neighbors, local_weight, broken, 5, 2, 1.0)
+        np.testing.assert_array_equal(image, expected[0])
+        np.testing.assert_array_equal(peak_time, expected[1])
+
+
 def test_neighbor_peak_exact_paths_equal_ctapipe(calibrated):
     """Inputs outside the fast path (float64, >6 neighbours, long waveforms, huge weights) stay exact."""
     geometry = calibrated["FlashCam"][0].geometry

@@ -396,18 +396,18 @@ def _exact_neighbor_peaks(wf, n_samples, pixels, n_todo, indptr, indices, local_
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _prefetch_row(upcoming, row):
-    """Prefetch row ``row`` of the 2-d C-contiguous ``upcoming`` (the next event's samples)."""
-    n_samples = upcoming.shape[1]
+def _prefetch_share(upcoming, part, n_parts):
+    """Prefetch share ``part`` of ``n_parts`` of the cache lines of the C-contiguous ``upcoming`` (the next event)."""
     step = max(64 // upcoming.itemsize, 1)
-    first = row * n_samples
-    for offset in range(0, n_samples, step):
-        _prefetch(upcoming, first + offset)
-    _prefetch(upcoming, first + n_samples - 1)
+    n_lines = (upcoming.size + step - 1) // step
+    for line in range(part * n_lines // n_parts, (part + 1) * n_lines // n_parts):
+        _prefetch(upcoming, line * step)
 
 
 #: float32 lanes of the vectors in `_neighbor_sum_peak` (the fast path's buffers are padded to this)
 _PEAK_LANES = 16
+#: rows of up to this many vectors take the unrolled code of `_neighbor_sum_peak`
+_UNROLLED_CHUNKS = 8
 
 
 @intrinsic
@@ -438,6 +438,8 @@ def _neighbor_sum_peak(typingctx, buf, pixel, j0, j1, j2, j3, j4, j5, weight, ch
         f32 = llvm_ir.FloatType()
         vf = llvm_ir.VectorType(f32, lanes)
         vb = llvm_ir.VectorType(i1, lanes)
+        vi = llvm_ir.VectorType(i32, lanes)
+        mask_type = llvm_ir.IntType(lanes)
         array = context.make_array(signature.args[0])(context, builder, value=args[0])
         n_pad = builder.extract_value(array.shape, 1)
         rows = [context.cast(builder, args[k], signature.args[k], types.int64) for k in range(1, 8)]
@@ -454,50 +456,119 @@ def _neighbor_sum_peak(typingctx, buf, pixel, j0, j1, j2, j3, j4, j5, weight, ch
             pointer = builder.bitcast(builder.gep(array.data, [offset]), vf.as_pointer())
             return builder.load(pointer, align=4)
 
+        def neighbor_sum(first, with_own):
+            if with_own:
+                value = builder.fmul(load(builder.add(offsets[0], first)), weight)
+                value = builder.fadd(value, load(builder.add(offsets[1], first)))
+            else:
+                value = load(builder.add(offsets[1], first))
+            for offset in offsets[2:]:
+                value = builder.fadd(value, load(builder.add(offset, first)))
+            return value
+
+        def ordered_bits(value):
+            bits = builder.bitcast(value, vi)
+            return builder.xor(bits, builder.and_(builder.ashr(bits, shift), magnitude_bits))
+
+        def vector_max(a, b):
+            return builder.select(builder.icmp_signed(">", a, b), a, b)
+
+        def best_of(largest):
+            """The largest sum as a splat float vector, from the lane maxima of the ordered bits."""
+            best_bits = builder.call(reduce_max, [largest])
+            best_bits = builder.select(builder.icmp_signed(">=", best_bits, i32(0)), best_bits,
+                                       builder.xor(best_bits, i32(0x7FFFFFFF)))
+            return splat(builder.bitcast(best_bits, f32), vf)
+
+        def equal_mask(value, best):
+            return builder.bitcast(builder.fcmp_ordered("==", value, best), mask_type)
+
+        def has_nan(nan):
+            return builder.icmp_unsigned("!=", builder.bitcast(nan, mask_type), llvm_ir.Constant(mask_type, 0))
+
         weight = splat(args[8], vf)
-        sums = cgutils.alloca_once(builder, f32, size=_MAX_FAST_SAMPLES)
-        vi = llvm_ir.VectorType(i32, lanes)
-        largest = cgutils.alloca_once_value(builder, splat(i32(-(2**31)), vi))
-        nan = cgutils.alloca_once_value(builder, llvm_ir.Constant(vb, None))
         shift = splat(i32(31), vi)
         magnitude_bits = splat(i32(0x7FFFFFFF), vi)
-        n_chunks = builder.udiv(n_pad, i64(lanes))
-        with cgutils.for_range(builder, n_chunks) as chunk:
-            first = builder.mul(chunk.index, i64(lanes))
-            value = builder.fmul(load(builder.add(offsets[0], first)), weight)
-            for offset in offsets[1:]:
-                value = builder.fadd(value, load(builder.add(offset, first)))
-            builder.store(value, builder.bitcast(builder.gep(sums, [first]), vf.as_pointer()), align=4)
-            bits = builder.bitcast(value, vi)
-            ordered = builder.xor(bits, builder.and_(builder.ashr(bits, shift), magnitude_bits))
-            current = builder.load(largest)
-            builder.store(builder.select(builder.icmp_signed(">", ordered, current), ordered, current), largest)
-            builder.store(builder.or_(builder.load(nan), builder.fcmp_unordered("uno", value, value)), nan)
         reduce_max = cgutils.get_or_insert_function(
             builder.module, llvm_ir.FunctionType(i32, [vi]), f"llvm.vector.reduce.smax.v{lanes}i32"
         )
-        best_bits = builder.call(reduce_max, [builder.load(largest)])
-        best_bits = builder.select(builder.icmp_signed(">=", best_bits, i32(0)), best_bits,
-                                   builder.xor(best_bits, i32(0x7FFFFFFF)))
-        best = splat(builder.bitcast(best_bits, f32), vf)
         count_zeros = cgutils.get_or_insert_function(
-            builder.module, llvm_ir.FunctionType(llvm_ir.IntType(lanes), [llvm_ir.IntType(lanes), i1]),
-            f"llvm.cttz.i{lanes}",
+            builder.module, llvm_ir.FunctionType(i64, [i64, i1]), "llvm.cttz.i64"
         )
-        peak = cgutils.alloca_once_value(builder, n_pad)
-        with cgutils.for_range(builder, n_chunks) as chunk:
-            first = builder.mul(chunk.index, i64(lanes))
-            stored = builder.load(builder.bitcast(builder.gep(sums, [first]), vf.as_pointer()), align=4)
-            mask = builder.bitcast(builder.fcmp_ordered("==", stored, best), llvm_ir.IntType(lanes))
-            position = builder.add(first, builder.zext(builder.call(count_zeros, [mask, i1(0)]), i64))
-            found = builder.icmp_unsigned("!=", mask, llvm_ir.Constant(llvm_ir.IntType(lanes), 0))
-            current = builder.load(peak)
-            earlier = builder.and_(found, builder.icmp_unsigned("<", position, current))
-            builder.store(builder.select(earlier, position, current), peak)
-        any_nan = builder.icmp_unsigned("!=", builder.bitcast(builder.load(nan), llvm_ir.IntType(lanes)),
-                                        llvm_ir.Constant(llvm_ir.IntType(lanes), 0))
-        bad = builder.and_(check_value, any_nan)
-        return context.make_tuple(builder, signature.return_type, [builder.load(peak), bad])
+
+        def emit_variant(with_own):
+            """The sums, their maximum and its first position, for rows of any length; branches to ``done``."""
+            generic = builder.append_basic_block(f"neighbor_peak.loop{int(with_own)}")
+            switch = builder.switch(n_chunks, generic)
+
+            # rows of up to _UNROLLED_CHUNKS vectors: the sums stay in registers, the first
+            # position equal to the maximum is one count of trailing zeros per 64 samples
+            for n_unrolled in range(1, _UNROLLED_CHUNKS + 1):
+                block = builder.append_basic_block(f"neighbor_peak.unrolled{n_unrolled}.{int(with_own)}")
+                switch.add_case(i64(n_unrolled), block)
+                builder.position_at_end(block)
+                values = [neighbor_sum(i64(chunk * lanes), with_own) for chunk in range(n_unrolled)]
+                largest = ordered_bits(values[0])
+                nan = builder.fcmp_unordered("uno", values[0], values[0])
+                for value in values[1:]:
+                    largest = vector_max(largest, ordered_bits(value))
+                    nan = builder.or_(nan, builder.fcmp_unordered("uno", value, value))
+                best = best_of(largest)
+                peak = i64(n_unrolled * lanes)  # no sample equal to the maximum (a NaN maximum)
+                per_word = 64 // lanes
+                for word_start in reversed(range(0, n_unrolled, per_word)):
+                    word = i64(0)
+                    for chunk in range(word_start, min(word_start + per_word, n_unrolled)):
+                        bits = builder.zext(equal_mask(values[chunk], best), i64)
+                        word = builder.or_(word, builder.shl(bits, i64((chunk - word_start) * lanes)))
+                    position = builder.add(builder.call(count_zeros, [word, i1(0)]), i64(word_start * lanes))
+                    peak = builder.select(builder.icmp_unsigned("!=", word, i64(0)), position, peak)
+                builder.store(peak, peak_out)
+                builder.store(has_nan(nan), nan_out)
+                builder.branch(done)
+
+            # longer rows: two passes over the sums, kept on the stack in between
+            builder.position_at_end(generic)
+            sums = cgutils.alloca_once(builder, f32, size=_MAX_FAST_SAMPLES)
+            largest = cgutils.alloca_once_value(builder, splat(i32(-(2**31)), vi))
+            nan = cgutils.alloca_once_value(builder, llvm_ir.Constant(vb, None))
+            with cgutils.for_range(builder, n_chunks) as chunk:
+                first = builder.mul(chunk.index, i64(lanes))
+                value = neighbor_sum(first, with_own)
+                builder.store(value, builder.bitcast(builder.gep(sums, [first]), vf.as_pointer()), align=4)
+                builder.store(vector_max(ordered_bits(value), builder.load(largest)), largest)
+                builder.store(builder.or_(builder.load(nan), builder.fcmp_unordered("uno", value, value)), nan)
+            best = best_of(builder.load(largest))
+            builder.store(n_pad, peak_out)
+            with cgutils.for_range(builder, n_chunks) as chunk:
+                first = builder.mul(chunk.index, i64(lanes))
+                stored = builder.load(builder.bitcast(builder.gep(sums, [first]), vf.as_pointer()), align=4)
+                mask = builder.zext(equal_mask(stored, best), i64)
+                position = builder.add(first, builder.call(count_zeros, [mask, i1(0)]))
+                current = builder.load(peak_out)
+                earlier = builder.and_(builder.icmp_unsigned("!=", mask, i64(0)),
+                                       builder.icmp_unsigned("<", position, current))
+                builder.store(builder.select(earlier, position, current), peak_out)
+            builder.store(has_nan(builder.load(nan)), nan_out)
+            builder.branch(done)
+
+        peak_out = cgutils.alloca_once(builder, i64)
+        nan_out = cgutils.alloca_once(builder, i1)
+        n_chunks = builder.udiv(n_pad, i64(lanes))
+        done = builder.append_basic_block("neighbor_peak.done")
+        # weight 0 without check: own * 0 is ±0 (the samples are finite), and ±0 + n0 equals n0
+        # but for the sign of a zero, so the own row is not read
+        own_zero = builder.and_(builder.fcmp_ordered("==", args[8], f32(0)), builder.not_(check_value))
+        with builder.if_else(own_zero) as (skip_own, read_own):
+            with skip_own:
+                emit_variant(False)
+            with read_own:
+                emit_variant(True)
+        builder.unreachable()  # both variants branch to done
+
+        builder.position_at_end(done)
+        bad = builder.and_(check_value, builder.load(nan_out))
+        return context.make_tuple(builder, signature.return_type, [builder.load(peak_out), bad])
 
     return signature, codegen
 
@@ -524,8 +595,7 @@ def _fast_neighbor_peaks(buf, n_samples, table, local_weight, check, peaks, todo
     weight = np.float32(local_weight)
     n_todo = 0
     for pixel in range(n_pixels):
-        if pixel < upcoming.shape[0]:
-            _prefetch_row(upcoming, pixel)
+        _prefetch_share(upcoming, pixel, n_pixels)
         peak, bad = _neighbor_sum_peak(
             buf, pixel, table[pixel, 0], table[pixel, 1], table[pixel, 2], table[pixel, 3], table[pixel, 4],
             table[pixel, 5], weight, check,
