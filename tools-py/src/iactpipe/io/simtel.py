@@ -30,6 +30,7 @@ type 0 dark pedestal -> 3, 1 pedestal -> 5, 2 single p.e. -> 1,
 
 import logging
 import math
+import mmap
 import struct
 import sys
 import warnings
@@ -128,6 +129,15 @@ class _ByteStream:
         else:
             self.kind = "plain"
         self._decoder = self._new_decoder() if self.kind != "plain" else None
+        # compressed input is read through a memory map: the decoder reads the page cache, no copy
+        self._map, self._map_view, self._map_pos = None, None, 0
+        if self._decoder is not None:
+            try:
+                self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+                self._map.madvise(mmap.MADV_SEQUENTIAL)
+                self._map_view = memoryview(self._map)
+            except (OSError, ValueError, AttributeError):  # not mappable (a pipe, an empty file): plain reads
+                self._map = self._map_view = None
         self.buffer = memoryview(b"")
         self.pos = 0  # read position in ``buffer``
         self.offset = 0  # stream offset of ``buffer[0]``
@@ -144,7 +154,7 @@ class _ByteStream:
         if self._decoder is None:
             return self._fh.read(CHUNK_SIZE)
         while True:
-            compressed = self._fh.read(CHUNK_SIZE)
+            compressed = self._read_compressed()
             if not compressed:
                 if not self._decoder.eof:
                     self.complete = False
@@ -156,11 +166,20 @@ class _ByteStream:
                 if self.kind == "gzip" and rest[:2] != GZIP_MAGIC:
                     log.warning("ignoring %d bytes of trailing garbage after the gzip stream", len(rest))
                     self._fh.seek(0, 2)
+                    self._map_pos = len(self._map) if self._map is not None else 0
                     break
                 self._decoder = self._new_decoder()
                 out += self._decoder.decompress(rest)
             if out:
                 return out
+
+    def _read_compressed(self):
+        """Next CHUNK_SIZE bytes of the compressed file (a view of the map, or read)."""
+        if self._map_view is None:
+            return self._fh.read(CHUNK_SIZE)
+        start = self._map_pos
+        self._map_pos = min(start + CHUNK_SIZE, len(self._map_view))
+        return self._map_view[start:self._map_pos]
 
     def _next_chunk(self):
         if self._rest is not None:
@@ -196,6 +215,13 @@ class _ByteStream:
         return self.offset + self.pos
 
     def close(self):
+        if self._map is not None:
+            try:
+                self._map_view.release()
+                self._map.close()
+            except BufferError:  # a view of it is still referenced: the map goes with it
+                pass
+            self._map = self._map_view = None
         self._fh.close()
 
 
