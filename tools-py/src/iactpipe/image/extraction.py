@@ -1354,11 +1354,25 @@ def _neighbors(neighbors, n_pixels):
     Missing neighbours point to row ``n_pixels`` (the zero row of the kernels'
     buffers); the table has no columns if some pixel has more than 6 neighbours.
     The arrays are cached by content (built once per camera): the kernels only read them.
+    The same array objects as last time are checked against the cached copy, not hashed again.
     """
     indptr, indices = (np.ascontiguousarray(a, dtype=np.int64) for a in neighbors)
     if len(indptr) != n_pixels + 1:
         raise ValueError(f"neighbours are for {len(indptr) - 1} pixels, waveforms have {n_pixels}")
-    return _neighbor_arrays(indptr.tobytes(), indices.tobytes(), n_pixels)
+    key = (id(indptr), id(indices))
+    seen = _RECENT_NEIGHBORS.get(key)
+    if (seen is not None and seen[0] is indptr and seen[1] is indices and np.array_equal(seen[2][0], indptr)
+            and np.array_equal(seen[2][1], indices)):
+        return seen[2]
+    arrays = _neighbor_arrays(indptr.tobytes(), indices.tobytes(), n_pixels)
+    if len(_RECENT_NEIGHBORS) >= 32:
+        _RECENT_NEIGHBORS.clear()
+    _RECENT_NEIGHBORS[key] = (indptr, indices, arrays)
+    return arrays
+
+
+#: ``(id(indptr), id(indices))`` -> (indptr, indices, `_neighbor_arrays`) of recent calls
+_RECENT_NEIGHBORS = {}
 
 
 @lru_cache(maxsize=32)
@@ -1388,13 +1402,13 @@ def _fast_path(table, local_weight, n_samples):
 
 def _may_overflow(r0, pedestal, factor, calib_shift, local_weight):
     """Whether R1 = (r0 - pedestal) * factor + shift may be non-finite or so large that a neighbour sum overflows."""
-    if not np.issubdtype(r0.dtype, np.integer):
+    if r0.dtype.kind not in "ui":
         return True
     info = np.iinfo(r0.dtype)
-    with np.errstate(all="ignore"):
-        largest = (max(abs(float(info.min)), float(info.max)) + np.abs(pedestal).max(initial=0.0)) * np.abs(
-            factor
-        ).max(initial=0.0) + abs(float(calib_shift))
+    # Python floats: inf and NaN propagate without warnings (a NaN makes the comparison False)
+    largest_pedestal = max(float(pedestal.max(initial=0.0)), -float(pedestal.min(initial=0.0)))
+    largest_factor = max(float(factor.max(initial=0.0)), -float(factor.min(initial=0.0)))
+    largest = (max(-float(info.min), float(info.max)) + largest_pedestal) * largest_factor + abs(float(calib_shift))
     # 2: generous margin for the float32 rounding of each step
     return not 2 * largest * (abs(local_weight) + _FAST_NEIGHBORS) < 1e38
 
