@@ -631,3 +631,37 @@ def test_object_walk_keeps_the_mc_event_of_every_array_event(simtel_dir, name):
     assert n_ours <= n_theirs
     if n_theirs > len(ours) + 1:
         assert n_ours < n_theirs  # the walk really skipped untriggered showers
+
+
+def _object(kind, content=b"", extended=False):
+    """An eventio top-level object: sync marker, type word, id, length, content."""
+    word = kind | (1 << 17 if extended else 0)
+    return b"\x37\x8a\x1f\xd4" + np.array([word, 0, len(content)], dtype="<u4").tobytes() + content
+
+
+@pytest.mark.parametrize("kinds, expected", [
+    ([2021, 1204, 2021, 2020, 2021, 1204, 2010], [3, 4, 5]),  # last shower, then its event and true p.e.
+    ([2021, 1204, 2020], [0, 1, 2]),  # the event before the last shower still clears telescope data
+    ([2020, 2021, 2021, 2021], [0, 3]),
+    ([1204, 1204, 2020], [1, 2]),
+    ([2021, 2010], [0]),
+])
+def test_mc_run_keeps_the_objects_that_set_the_reader_state(kinds, expected):
+    """Of a run of MC shower/event/telescope-data objects, the last of each type, in file order."""
+    from iactpipe.io.simtel import _mc_run
+
+    objects = [_object(kind, bytes(8 * (i + 1))) for i, kind in enumerate(kinds)]
+    starts = np.cumsum([0] + [len(o) for o in objects])[:-1]
+    data = np.frombuffer(b"".join(objects), dtype=np.uint8)
+    np.testing.assert_array_equal(_mc_run(data, 0), starts[expected])
+
+
+def test_mc_run_stops_before_incomplete_and_extended_objects():
+    from iactpipe.io.simtel import _mc_run
+
+    head = _object(2021, bytes(8)) + _object(2020, bytes(8))
+    extended = np.frombuffer(head + _object(2021, bytes(8), extended=True), dtype=np.uint8)
+    np.testing.assert_array_equal(_mc_run(extended, 0), [0, 24])
+    cut = np.frombuffer(head + _object(2021, bytes(8))[:-1], dtype=np.uint8)
+    np.testing.assert_array_equal(_mc_run(cut, 0), [0, 24])
+    np.testing.assert_array_equal(_mc_run(cut[:10], 0), [0])  # not one whole object: the careful path

@@ -226,58 +226,88 @@ class _ByteStream:
 
 
 @njit(cache=True)
-def _last_of_run(data, pos, kind):
-    """Start of the last complete top-level object of the run of type-``kind`` objects at ``pos``.
+def _mc_run(data, pos):
+    """Starts of the objects of the run of MC objects at ``pos`` that the reader must see, in file order.
 
-    Stops at anything else: another type, an extended header, a bad sync marker
-    or the end of ``data`` (those are left to the careful per-object code).
+    A run is a sequence of MC shower, MC event and telescope data (true p.e.)
+    objects: most showers are reused many times without a trigger.  What the reader
+    keeps of a run (see `SimTelReader.iter_batches`) depends only on the last object of
+    each of the three types and on their order: a shower clears the MC event, an
+    MC event clears the telescope data.  So those three, in file order, leave the
+    reader as the whole run does.  The run stops at anything else: another type, an
+    extended header, a bad sync marker, an object past the end of ``data`` (those are
+    left to the careful per-object code).  Returns ``[pos]`` if the run is shorter
+    than one object.
     """
     end = len(data)
-    last = pos
+    last = np.full(3, -1, dtype=np.int64)  # shower, MC event, telescope data
+    start = pos
     while pos + 16 <= end:
         if data[pos] != 0x37 or data[pos + 1] != 0x8A or data[pos + 2] != 0x1F or data[pos + 3] != 0xD4:
             break
-        if data[pos + 4] | (np.int64(data[pos + 5]) << 8) != kind or data[pos + 6] & 0x02:
+        kind = data[pos + 4] | (np.int64(data[pos + 5]) << 8)
+        if kind == MC_SHOWER:
+            slot = 0
+        elif kind == MC_EVENT:
+            slot = 1
+        elif kind == TELESCOPE_DATA:
+            slot = 2
+        else:
+            break
+        if data[pos + 6] & 0x02:  # extended header
             break
         length = (np.int64(data[pos + 12]) | (np.int64(data[pos + 13]) << 8) | (np.int64(data[pos + 14]) << 16)
                   | (np.int64(data[pos + 15] & 0x3F) << 24))
         following = pos + 16 + length
         if following > end:
             break
-        last = pos
+        last[slot] = pos
         pos = following
-    return last
+    kept = np.sort(last[last >= 0])
+    if len(kept) == 0:
+        kept = np.array([start], dtype=np.int64)
+    return kept
 
 
-_MC_EVENT_LOW, _MC_EVENT_HIGH = MC_EVENT & 0xFF, MC_EVENT >> 8
+_MC_TYPE_HIGH = MC_EVENT >> 8
+assert MC_SHOWER >> 8 == _MC_TYPE_HIGH
+_MC_TYPES_LOW = (MC_SHOWER & 0xFF, MC_EVENT & 0xFF)
 
 
 def _iter_objects(stream):
     """Top-level objects as ``(offset, header, payload)``; raises :class:`_Broken`.
 
-    Of a run of consecutive MC-event objects (showers reused, mostly without
-    trigger) only the last is yielded: an MC event only matters to the array
-    event right after it, and skipping the others without building header
+    Of a run of consecutive MC shower, MC event and telescope data objects (showers
+    reused, mostly without trigger) only those that matter to the array event after
+    the run are yielded (see `_mc_run`): skipping the others without building header
     objects is most of the speed of walking a file.
     """
     view_of, view = None, None
+    pending = []  # starts of the objects of a scanned MC run still to yield, last first
     while True:
-        offset = stream.offset + stream.pos
         try:
-            available = stream.ensure(20)
-            if available == 0:
-                if not stream.complete:
-                    raise _Broken(offset, "compressed stream ends early")
-                return
-            buffer, pos = stream.buffer, stream.pos
-            if available >= 20 and buffer[pos + 4] == _MC_EVENT_LOW and buffer[pos + 5] == _MC_EVENT_HIGH:
-                if view_of is not buffer:
-                    view_of, view = buffer, np.frombuffer(buffer, dtype=np.uint8)
-                last = _last_of_run(view, pos, MC_EVENT)
-                if last != pos:
-                    stream.pos = pos = last
-                    offset = stream.offset + pos
-                    available = len(buffer) - pos
+            if pending:  # complete objects inside the current buffer
+                buffer, pos = stream.buffer, pending.pop()
+                stream.pos = pos
+                offset = stream.offset + pos
+                available = len(buffer) - pos
+            else:
+                offset = stream.offset + stream.pos
+                available = stream.ensure(20)
+                if available == 0:
+                    if not stream.complete:
+                        raise _Broken(offset, "compressed stream ends early")
+                    return
+                buffer, pos = stream.buffer, stream.pos
+                if available >= 20 and buffer[pos + 5] == _MC_TYPE_HIGH and buffer[pos + 4] in _MC_TYPES_LOW:
+                    if view_of is not buffer:
+                        view_of, view = buffer, np.frombuffer(buffer, dtype=np.uint8)
+                    kept = _mc_run(view, pos)
+                    if len(kept) > 1 or kept[0] != pos:
+                        pending = [int(p) for p in kept[::-1]]
+                        stream.pos = pos = pending.pop()
+                        offset = stream.offset + pos
+                        available = len(buffer) - pos
             if buffer[pos:pos + 4] != SYNC_MARKER:
                 raise _Broken(offset, "no eventio sync marker", bad_sync=available >= 4)
             if available < 16:
