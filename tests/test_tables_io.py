@@ -34,6 +34,25 @@ def test_round_trip_in_chunks(tmp_path):
     assert validate_file(path) == []
 
 
+@pytest.mark.parametrize("buffer_bytes, appended", [(1, 35), (2000, 21), (1 << 30, 0)])
+def test_buffered_writer_gives_the_same_tables(tmp_path, buffer_bytes, appended):
+    """Rows collected in memory reach their tables in order: on crossing the size, on flush and on close."""
+    path = tmp_path / "t.h5"
+    node = "/configuration/instrument/telescope/optics"
+    with HDF5Writer(path, buffer_bytes=buffer_bytes) as writer:
+        for chunk in range(5):  # 7 rows of 112 bytes each time
+            writer.write("instrument_optics", optics_rows(7, chunk * 7))
+        table = writer.h5.get_node(node)
+        assert table.nrows == appended  # 2000 bytes: appended at the third write, the last two held
+        writer.flush()
+        assert table.nrows == 35
+        writer.write("instrument_optics", optics_rows(3, 35))
+    rows = read_table(path, node)
+    np.testing.assert_array_equal(rows["mirror_area"], np.arange(38.0))
+    assert rows["optics_name"][37] == b"opt37"
+    assert validate_file(path) == []
+
+
 def test_ctapipe_attributes_give_units(tmp_path):
     from ctapipe.io import read_table as ctapipe_read_table
 

@@ -44,6 +44,10 @@ __all__ = [
 ]
 
 
+#: rows collected before they are appended (a chunk's per-telescope appends are a few rows each)
+BUFFER_BYTES = 8 << 20
+
+
 class DL1Writer:
     """Write DL1 (parameters, optional images, truth) of one or more runs of one subarray.
 
@@ -56,7 +60,7 @@ class DL1Writer:
         self.subarray = subarray
         self.write_images = bool(write_images)
         self._tel_ids = [int(t) for t in subarray.tel_ids]
-        self._writer = HDF5Writer(path, mode)
+        self._writer = HDF5Writer(path, mode, buffer_bytes=BUFFER_BYTES)
         # strong references keep PyTables from evicting and re-opening tables (and re-reading
         # their attributes) on every append when a file has more tables than its node cache
         self._tables = {}
