@@ -155,12 +155,33 @@ def calibrate_r1(
 
 
 @njit(cache=True)
-def _select_gain_kernel(values, selected, out):
+def _select_gain_kernel(values, selected, out, subtract):
+    """``out`` = (``out`` -) the ``values`` of the selected gain.
+
+    With two gains, a select between both values per pixel (no gather: vectorised);
+    ``selected`` -1/-2 count from the end, as in indexing.
+    """
     n_events, n_pixels = selected.shape
+    n_gains = values.shape[1]
     for event in range(n_events):
         ie = event if values.shape[0] > 1 else 0
-        for pixel in range(n_pixels):
-            out[event, pixel] = values[ie, selected[event, pixel], pixel]
+        if n_gains == 2:
+            high = values[ie, 0]
+            low = values[ie, 1]
+            for pixel in range(n_pixels):
+                h = high[pixel]
+                lo = low[pixel]
+                value = lo if selected[event, pixel] & 1 else h
+                if subtract:
+                    out[event, pixel] -= value
+                else:
+                    out[event, pixel] = value
+        elif subtract:
+            for pixel in range(n_pixels):
+                out[event, pixel] -= values[ie, selected[event, pixel], pixel]
+        else:
+            for pixel in range(n_pixels):
+                out[event, pixel] = values[ie, selected[event, pixel], pixel]
 
 
 def select_gain_values(values, selected_gain_channel):
@@ -173,16 +194,17 @@ def select_gain_values(values, selected_gain_channel):
     values = np.asarray(values)
     selected = np.asarray(selected_gain_channel)
     n_events, n_pixels = selected.shape
-    n_gains = values.shape[-2]
     if values.ndim == 3 and values.strides[0] == 0:
         values = values[:1]  # the same for all events (np.broadcast_to): no per-event copy
-    values = _per_event(values, n_events, n_gains, n_pixels, "values", values.dtype)
+    values = _per_event(values, n_events, values.shape[-2], n_pixels, "values", values.dtype)
     if values.dtype == np.bool_:
-        out = np.empty((n_events, n_pixels), dtype=np.uint8)
-        _select_gain_kernel(values.view(np.uint8), selected, out)
+        if not values.any():  # e.g. no unusable pixel at all
+            return np.zeros(selected.shape, dtype=bool)
+        out = np.empty(selected.shape, dtype=np.uint8)
+        _select_gain_kernel(values.view(np.uint8), selected, out, False)
         return out.view(np.bool_)
-    out = np.empty((n_events, n_pixels), dtype=values.dtype)
-    _select_gain_kernel(values, selected, out)
+    out = np.empty(selected.shape, dtype=values.dtype)
+    _select_gain_kernel(values, selected, out, False)
     return out
 
 
@@ -193,7 +215,20 @@ def apply_peak_time_shift(peak_time, time_shift, selected_gain_channel):
     (n_events, n_pixels) float32 is modified in place and returned.
     ``time_shift`` is (n_gains, n_pixels) or (n_events, n_gains, n_pixels) ns.
     """
-    peak_time -= select_gain_values(np.asarray(time_shift), selected_gain_channel)
+    time_shift = np.asarray(time_shift)
+    selected = np.asarray(selected_gain_channel)
+    n_events, n_pixels = selected.shape
+    if time_shift.ndim == 3 and time_shift.strides[0] == 0:
+        time_shift = time_shift[:1]
+    time_shift = _per_event(time_shift, n_events, time_shift.shape[-2], n_pixels, "time_shift", time_shift.dtype)
+    if (
+        isinstance(peak_time, np.ndarray) and peak_time.shape == selected.shape and peak_time.flags.c_contiguous
+        and np.can_cast(time_shift.dtype, peak_time.dtype, "same_kind")
+    ):
+        # in place, in the precision numpy's ``-=`` would use (that of the wider of both types)
+        _select_gain_kernel(time_shift, selected, peak_time, True)
+    else:
+        peak_time -= select_gain_values(time_shift, selected)
     return peak_time
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from ._utils import as_batch, per_pixel, weak_cast
-from .morphology import island_with_max, label_islands
+from .morphology import island_with_max, label_islands, selected_pixels
 
 __all__ = [
     "tailcuts_clean",
@@ -85,15 +85,65 @@ def _clear(flags, candidates, n_candidates):
         flags[candidates[c]] = False
 
 
+#: bits of the per-pixel flags of `_tailcuts_flags`
+_PICTURE = np.uint8(1)
+_BOUNDARY = np.uint8(2)
+_CORE = np.uint8(4)
+
+
+@njit(cache=True)
+def _any_flag(flags, bit, pix, indptr, indices):
+    for k in range(indptr[pix], indptr[pix + 1]):
+        if flags[indices[k]] & bit:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _tailcuts_flags(image, picture, boundary, keep_isolated, min_neighbors, indptr, indices, flags, candidates, out):
+    """Tail-cuts mask of one image into ``out`` (`tailcuts_clean` semantics).
+
+    ``flags`` (uint8, n_pixels): scratch, fully rewritten; one byte per pixel holds whether
+    it is above the picture and the boundary threshold and whether it is a core pixel.  The
+    first pass sets them for all pixels without branches (vectorised); after it only the
+    pixels above a threshold (``candidates``, scratch of n_pixels) are looked at.
+    """
+    n_pixels = image.shape[0]
+    for pix in range(n_pixels):
+        flags[pix] = np.uint8(image[pix] >= picture[pix]) | (np.uint8(image[pix] >= boundary[pix]) << np.uint8(1))
+    n_candidates = selected_pixels(flags, candidates)
+    # core: above the picture threshold with enough such neighbours (if asked for)
+    need = 0 if keep_isolated or min_neighbors <= 0 else min_neighbors
+    for c in range(n_candidates):
+        pix = candidates[c]
+        if flags[pix] & _PICTURE:
+            count = 0
+            for k in range(indptr[pix], indptr[pix + 1]):
+                if count >= need:
+                    break
+                count += flags[indices[k]] & _PICTURE
+            if count >= need:
+                flags[pix] |= _CORE
+    # boundary pixels next to a core pixel, plus core pixels next to a boundary pixel (or isolated, if asked)
+    out[:] = False
+    for c in range(n_candidates):
+        pix = candidates[c]
+        own = flags[pix]
+        keep = False
+        if own & _BOUNDARY:
+            keep = _any_flag(flags, _CORE, pix, indptr, indices)
+        if not keep and own & _CORE:
+            keep = keep_isolated or _any_flag(flags, _BOUNDARY, pix, indptr, indices)
+        out[pix] = keep
+
+
 @njit(cache=True)
 def _tailcuts_batch(images, picture, boundary, keep_isolated, min_neighbors, indptr, indices, out):
     n_pixels = images.shape[1]
-    above_pic = np.zeros(n_pixels, dtype=np.bool_)
-    above_bnd = np.zeros(n_pixels, dtype=np.bool_)
-    core = np.zeros(n_pixels, dtype=np.bool_)
+    flags = np.empty(n_pixels, dtype=np.uint8)
     candidates = np.empty(n_pixels, dtype=np.int64)
     for event in range(images.shape[0]):
-        n_candidates = _tailcuts_image(
+        _tailcuts_flags(
             images[event],
             picture[event if picture.shape[0] > 1 else 0],
             boundary[event if boundary.shape[0] > 1 else 0],
@@ -101,13 +151,10 @@ def _tailcuts_batch(images, picture, boundary, keep_isolated, min_neighbors, ind
             min_neighbors,
             indptr,
             indices,
-            above_pic,
-            above_bnd,
-            core,
+            flags,
             candidates,
             out[event],
         )
-        _clear(core, candidates, n_candidates)
 
 
 def tailcuts_clean(

@@ -5,36 +5,50 @@ from numba import njit
 
 from ._utils import as_batch
 
-__all__ = ["leakage_parameters"]
+__all__ = ["leakage_parameters", "leakage_image"]
+
+
+@njit(cache=True, error_model="numpy")
+def leakage_image(w, kept, border_1, border_2):
+    """Leakage of one image: its selected pixels ``kept`` and their values ``w`` (float64).
+
+    Returns the fractions (pixels width 1, pixels width 2, intensity width 1, intensity width 2).
+    """
+    n = w.shape[0]
+    n_1 = 0
+    n_2 = 0
+    total = 0.0
+    sum_1 = 0.0
+    sum_2 = 0.0
+    for i in range(n):
+        value = w[i]
+        total += value
+        if border_1[kept[i]]:
+            n_1 += 1
+            sum_1 += value
+        if border_2[kept[i]]:
+            n_2 += 1
+            sum_2 += value
+    return n_1 / n, n_2 / n, sum_1 / total, sum_2 / total
 
 
 @njit(cache=True, error_model="numpy")
 def _leakage_batch(images, masks, valid, border_1, border_2, pixels_1, pixels_2, intensity_1, intensity_2):
+    kept = np.empty(images.shape[1], dtype=np.int64)
+    w = np.empty(images.shape[1])
     for event in range(images.shape[0]):
         if not valid[event]:
             pixels_1[event] = pixels_2[event] = intensity_1[event] = intensity_2[event] = np.nan
             continue
         n = 0
-        n_1 = 0
-        n_2 = 0
-        total = 0.0
-        sum_1 = 0.0
-        sum_2 = 0.0
         for pix in range(images.shape[1]):
             if masks[event, pix]:
-                value = np.float64(images[event, pix])
+                kept[n] = pix
+                w[n] = images[event, pix]
                 n += 1
-                total += value
-                if border_1[pix]:
-                    n_1 += 1
-                    sum_1 += value
-                if border_2[pix]:
-                    n_2 += 1
-                    sum_2 += value
-        pixels_1[event] = n_1 / n
-        pixels_2[event] = n_2 / n
-        intensity_1[event] = sum_1 / total
-        intensity_2[event] = sum_2 / total
+        pixels_1[event], pixels_2[event], intensity_1[event], intensity_2[event] = leakage_image(
+            w[:n], kept[:n], border_1, border_2
+        )
 
 
 def leakage_parameters(images, masks, geometry, valid=None):

@@ -1,7 +1,11 @@
 """Islands (connected groups of selected pixels) and the morphology_* parameters."""
 
 import numpy as np
-from numba import njit
+from llvmlite import binding as llvm_binding
+from llvmlite import ir as llvm_ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ._utils import as_batch
 
@@ -12,12 +16,17 @@ __all__ = [
     "morphology_parameters",
     "SMALL_ISLAND_MAX_PIXELS",
     "LARGE_ISLAND_MIN_PIXELS",
+    "MORPHOLOGY_COLUMNS",
 ]
 
 #: islands with at most this many pixels are "small"
 SMALL_ISLAND_MAX_PIXELS = 2
 #: islands with more than this many pixels are "large"; the rest are "medium"
 LARGE_ISLAND_MIN_PIXELS = 50
+#: the morphology_* columns, in ctapipe's order
+MORPHOLOGY_COLUMNS = tuple(
+    f"morphology_{name}" for name in ("n_pixels", "n_islands", "n_small_islands", "n_medium_islands", "n_large_islands")
+)
 
 
 @njit(cache=True)
@@ -144,32 +153,132 @@ def largest_island(labels):
 
 
 @njit(cache=True)
-def _morphology_batch(masks, indptr, indices, n_pixels, n_islands, n_small, n_medium, n_large):
+def island_counts(kept, n_kept, indptr, indices, todo, queue, counts):
+    """``counts[:5]`` = pixels, islands, small, medium and large islands of the selected pixels ``kept[:n_kept]``.
+
+    ``todo`` (bool, n_pixels) must be all False on entry and is again on return; ``queue``
+    is scratch of ``n_pixels`` integers.  Only the selected pixels' neighbour lists are read.
+    """
+    for c in range(n_kept):
+        todo[kept[c]] = True
+    n_islands = 0
+    small = 0
+    large = 0
+    for c in range(n_kept):
+        start = kept[c]
+        if not todo[start]:
+            continue
+        n_islands += 1
+        todo[start] = False
+        # breadth first: the next pixel to expand does not wait for the last one pushed
+        queue[0] = start
+        head = 0
+        tail = 1
+        while head < tail:
+            pix = queue[head]
+            head += 1
+            for k in range(indptr[pix], indptr[pix + 1]):
+                neighbor = indices[k]
+                if todo[neighbor]:
+                    todo[neighbor] = False
+                    queue[tail] = neighbor
+                    tail += 1
+        size = tail
+        if size <= SMALL_ISLAND_MAX_PIXELS:
+            small += 1
+        elif size > LARGE_ISLAND_MIN_PIXELS:
+            large += 1
+    counts[0] = n_kept
+    counts[1] = n_islands
+    counts[2] = small
+    counts[3] = n_islands - small - large
+    counts[4] = large
+
+
+#: pixels per block of `_compress_indices`
+_INDEX_LANES = 8
+#: LLVM has ``llvm.experimental.vector.compress`` (LLVM >= 19, llvmlite >= 0.44)
+VECTOR_COMPRESS = llvm_binding.llvm_version_info >= (19,)
+
+
+@intrinsic
+def _compress_indices(typingctx, flags, out):
+    """Indices of the non-zero ``flags`` of the whole blocks into ``out`` (int64, ascending); returns how many.
+
+    Per block of `_INDEX_LANES`, one LLVM vector compress of the block's indices (one
+    instruction with AVX-512) and a full-width store at the next free place: ``out`` must
+    hold ``len(flags)`` values; the places after the returned count are overwritten.
+    """
+    if not all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" for a in (flags, out)):
+        return None
+    if flags.dtype not in (types.boolean, types.uint8) or out.dtype != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        lanes = _INDEX_LANES
+        fa, oa = (context.make_array(t)(context, builder, value=v) for t, v in zip(signature.args, args, strict=True))
+        i64 = llvm_ir.IntType(64)
+        mask_int = llvm_ir.IntType(lanes)
+        index_vector = llvm_ir.VectorType(i64, lanes)
+        byte_vector = llvm_ir.VectorType(llvm_ir.IntType(8), lanes)
+        bits = llvm_ir.VectorType(llvm_ir.IntType(1), lanes)
+        if VECTOR_COMPRESS:
+            compress = cgutils.get_or_insert_function(
+                builder.module, llvm_ir.FunctionType(index_vector, [index_vector, bits, index_vector]),
+                f"llvm.experimental.vector.compress.v{lanes}i64",
+            )
+        else:  # (LLVM < 19) a compressing store
+            compress = cgutils.get_or_insert_function(
+                builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [index_vector, oa.data.type, bits]),
+                f"llvm.masked.compressstore.v{lanes}i64",
+            )
+        count_bits = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(mask_int, [mask_int]), f"llvm.ctpop.i{lanes}"
+        )
+        offsets = llvm_ir.Constant(index_vector, [i64(k) for k in range(lanes)])
+        count = cgutils.alloca_once_value(builder, i64(0))
+        n = builder.extract_value(fa.shape, 0)
+        with cgutils.for_range(builder, builder.udiv(n, n.type(lanes))) as block:
+            first = builder.mul(block.index, n.type(lanes))
+            pointer = builder.bitcast(builder.gep(fa.data, [first]), byte_vector.as_pointer())
+            chosen = builder.icmp_unsigned("!=", builder.load(pointer, align=1), llvm_ir.Constant(byte_vector, None))
+            base = builder.insert_element(llvm_ir.Constant(index_vector, None), first, i64(0))
+            base = builder.shuffle_vector(base, base, llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), lanes), None))
+            m = builder.load(count)
+            if VECTOR_COMPRESS:
+                packed = builder.call(
+                    compress, [builder.add(base, offsets), chosen, llvm_ir.Constant(index_vector, None)]
+                )
+                builder.store(packed, builder.bitcast(builder.gep(oa.data, [m]), index_vector.as_pointer()), align=1)
+            else:
+                builder.call(compress, [builder.add(base, offsets), builder.gep(oa.data, [m]), chosen])
+            added = builder.zext(builder.call(count_bits, [builder.bitcast(chosen, mask_int)]), i64)
+            builder.store(builder.add(m, added), count)
+        return builder.load(count)
+
+    return types.int64(flags, out), codegen
+
+
+@njit(cache=True)
+def selected_pixels(mask, kept):
+    """Indices of the True (non-zero) pixels of ``mask`` into ``kept`` (ascending, ``len(mask)`` places); returns how many."""
+    n_pixels = mask.shape[0]
+    n = _compress_indices(mask, kept)
+    for pix in range(n_pixels - n_pixels % _INDEX_LANES, n_pixels):
+        kept[n] = pix
+        n += mask[pix] != 0
+    return n
+
+
+@njit(cache=True)
+def _morphology_batch(masks, indptr, indices, out):
     n_pix = masks.shape[1]
-    labels = np.empty(n_pix, dtype=np.int32)
+    kept = np.empty(n_pix, dtype=np.int64)
+    todo = np.zeros(n_pix, dtype=np.bool_)
     stack = np.empty(n_pix, dtype=np.int64)
-    sizes = np.empty(n_pix + 1, dtype=np.int64)
     for event in range(masks.shape[0]):
-        mask = masks[event]
-        n = label_islands(mask, indptr, indices, labels, stack)
-        sizes[: n + 1] = 0
-        count = 0
-        for pix in range(n_pix):
-            if mask[pix]:
-                count += 1
-                sizes[labels[pix]] += 1
-        small = 0
-        large = 0
-        for label in range(1, n + 1):
-            if sizes[label] <= SMALL_ISLAND_MAX_PIXELS:
-                small += 1
-            elif sizes[label] > LARGE_ISLAND_MIN_PIXELS:
-                large += 1
-        n_pixels[event] = count
-        n_islands[event] = n
-        n_small[event] = small
-        n_large[event] = large
-        n_medium[event] = n - small - large
+        n_kept = selected_pixels(masks[event], kept)
+        island_counts(kept, n_kept, indptr, indices, todo, stack, out[:, event])
 
 
 def morphology_parameters(masks, neighbors):
@@ -181,9 +290,6 @@ def morphology_parameters(masks, neighbors):
     masks, _ = as_batch(masks, dtype=np.bool_)
     indptr, indices = neighbors
     n_events = masks.shape[0]
-    out = {
-        name: np.empty(n_events, dtype=np.int64)
-        for name in ("n_pixels", "n_islands", "n_small_islands", "n_medium_islands", "n_large_islands")
-    }
-    _morphology_batch(masks, indptr, indices, *out.values())
-    return {f"morphology_{name}": values for name, values in out.items()}
+    out = np.empty((len(MORPHOLOGY_COLUMNS), n_events), dtype=np.int64)
+    _morphology_batch(masks, indptr, indices, out)
+    return dict(zip(MORPHOLOGY_COLUMNS, out, strict=True))

@@ -5,17 +5,39 @@ from numba import njit
 
 from ._utils import as_batch
 
-__all__ = ["descriptive_statistics", "STATISTICS"]
+__all__ = ["descriptive_statistics", "moments", "STATISTICS"]
 
 #: statistics in ctapipe's column order
 STATISTICS = ("max", "min", "mean", "std", "skewness", "kurtosis")
 
 
 @njit(cache=True, error_model="numpy")
+def moments(v, row):
+    """Max, min, mean, std, skewness, kurtosis (`STATISTICS`) of the float64 values ``v`` (not empty) into ``row``."""
+    n = v.shape[0]
+    mean = v.sum() / n
+    var = 0.0
+    for i in range(n):
+        var += (v[i] - mean) ** 2
+    std = np.sqrt(var / n)
+    m3 = 0.0
+    m4 = 0.0
+    for i in range(n):
+        z = (v[i] - mean) / std
+        m3 += z**3
+        m4 += z**4
+    row[0] = v.max()
+    row[1] = v.min()
+    row[2] = mean
+    row[3] = std
+    row[4] = m3 / n
+    row[5] = m4 / n - 3.0
+
+
+@njit(cache=True, error_model="numpy")
 def _statistics_batch(values, masks, valid, out):
     selected = np.empty(values.shape[1])
     for event in range(values.shape[0]):
-        row = out[event]
         n = 0
         if valid[event]:
             for pix in range(values.shape[1]):
@@ -23,26 +45,9 @@ def _statistics_batch(values, masks, valid, out):
                     selected[n] = values[event, pix]
                     n += 1
         if n == 0:
-            row[:] = np.nan
-            continue
-        v = selected[:n]
-        mean = v.sum() / n
-        var = 0.0
-        for i in range(n):
-            var += (v[i] - mean) ** 2
-        std = np.sqrt(var / n)
-        m3 = 0.0
-        m4 = 0.0
-        for i in range(n):
-            z = (v[i] - mean) / std
-            m3 += z**3
-            m4 += z**4
-        row[0] = v.max()
-        row[1] = v.min()
-        row[2] = mean
-        row[3] = std
-        row[4] = m3 / n
-        row[5] = m4 / n - 3.0
+            out[event, :] = np.nan
+        else:
+            moments(selected[:n], out[event])
 
 
 def descriptive_statistics(values, masks, prefix, valid=None):

@@ -9,14 +9,16 @@ order, the pairs drawn are those ctapipe draws.
 """
 
 import numpy as np
+from llvmlite import binding as llvm_binding
 from llvmlite import ir as llvm_ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._utils import as_batch
+from .morphology import selected_pixels
 
-__all__ = ["timing_parameters", "lts_linear_regression", "FIT_RNG"]
+__all__ = ["timing_parameters", "timing_image", "lts_linear_regression", "FIT_RNG"]
 
 #: process-wide generator for the LTS starting pairs (ctapipe: ``ctapipe.fitting.FIT_RNG``)
 FIT_RNG = np.random.default_rng(0)
@@ -131,14 +133,20 @@ def _is_vector_input(*arrays):
 
 #: values per block of `_compress_bracket`
 _COMPRESS_LANES = 8
+#: LLVM has ``llvm.experimental.vector.compress`` (LLVM >= 19, llvmlite >= 0.44)
+VECTOR_COMPRESS = llvm_binding.llvm_version_info >= (19,)
 
 
 @intrinsic
 def _compress_bracket(typingctx, values, lower, upper, work):
     """Copy the values in ``[lower, upper]`` of the whole blocks of ``values`` to the front of ``work``, in order.
 
-    Returns (how many, how many values are below ``lower``).  One LLVM compress-store per
-    block of `_COMPRESS_LANES` (a single instruction with AVX-512).
+    Returns (how many, how many values are below ``lower``).  Per block of `_COMPRESS_LANES`,
+    one LLVM vector compress (a single register instruction with AVX-512) and a full-width
+    store at the next free place: ``work`` must hold at least ``len(values)`` values, the
+    places after the returned count are overwritten.  (A compressing store to memory,
+    ``llvm.masked.compressstore``, is slower on Intel CPUs and much slower on AMD Zen 4; it
+    is used only with LLVM < 19, which lacks the register compress, see `VECTOR_COMPRESS`.)
     """
     if not _is_vector_input(values, work) or not values.dtype == work.dtype == lower == upper == types.float64:
         return None
@@ -152,10 +160,16 @@ def _compress_bracket(typingctx, values, lower, upper, work):
         flags = llvm_ir.VectorType(llvm_ir.IntType(1), lanes)
         low = _splat(builder, args[1], lanes)
         high = _splat(builder, args[2], lanes)
-        compress = cgutils.get_or_insert_function(
-            builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [vector, va.data.type, flags]),
-            f"llvm.masked.compressstore.v{lanes}f64",
-        )
+        if VECTOR_COMPRESS:
+            compress = cgutils.get_or_insert_function(
+                builder.module, llvm_ir.FunctionType(vector, [vector, flags, vector]),
+                f"llvm.experimental.vector.compress.v{lanes}f64",
+            )
+        else:
+            compress = cgutils.get_or_insert_function(
+                builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [vector, va.data.type, flags]),
+                f"llvm.masked.compressstore.v{lanes}f64",
+            )
         count_bits = cgutils.get_or_insert_function(
             builder.module, llvm_ir.FunctionType(mask_int, [mask_int]), f"llvm.ctpop.i{lanes}"
         )
@@ -167,13 +181,78 @@ def _compress_bracket(typingctx, values, lower, upper, work):
             inside = builder.and_(builder.fcmp_ordered(">=", value, low), builder.fcmp_ordered("<=", value, high))
             below = builder.fcmp_ordered("<", value, low)
             m = builder.load(inside_count)
-            builder.call(compress, [value, builder.gep(wa.data, [m]), inside])
+            if VECTOR_COMPRESS:
+                packed = builder.call(compress, [value, inside, llvm_ir.Constant(vector, None)])
+                builder.store(packed, builder.bitcast(builder.gep(wa.data, [m]), vector.as_pointer()), align=1)
+            else:
+                builder.call(compress, [value, builder.gep(wa.data, [m]), inside])
             for total, mask in ((inside_count, inside), (below_count, below)):
                 added = builder.zext(builder.call(count_bits, [builder.bitcast(mask, mask_int)]), i64)
                 builder.store(builder.add(builder.load(total), added), total)
         return context.make_tuple(builder, signature.return_type, [builder.load(inside_count), builder.load(below_count)])
 
     return types.UniTuple(types.int64, 2)(values, lower, upper, work), codegen
+
+
+#: `_kth_value` partitions by vector compress down to this many values, then quickselects
+_SMALL_SELECT = 16
+#: bracket first tried for the cut of an LTS step (from the third on): these times the last cut
+_GUESS_LOW = 0.9
+_GUESS_HIGH = 1.1
+
+
+@njit(cache=True, inline="always")
+def _bracketed(values, lower, upper, out):
+    """Copy the values in ``[lower, upper]`` to the front of ``out``, in order; returns (how many, how many below)."""
+    n = values.shape[0]
+    m, below = _compress_bracket(values, lower, upper, out)
+    for i in range(n - n % _COMPRESS_LANES, n):
+        v = values[i]
+        out[m] = v
+        m += (v >= lower) & (v <= upper)
+        below += v < lower
+    return m, below
+
+
+@njit(cache=True)
+def _kth_value(values, k, lower, upper, guess_lower, guess_upper, work):
+    """The ``k``-th smallest of ``values`` (no NaN, ``1 <= k <= len``), given ``lower <= it <= upper``.
+
+    ``work``: scratch of ``2 * len(values)``.  Only the values inside the bracket are kept;
+    first those in the guessed bracket ``[guess_lower, guess_upper]`` (if not empty), which
+    is kept only if the counts prove that it holds the ``k``-th value.  They are then split
+    around median-of-three pivots, each split one vector-compress pass (no store-to-load
+    chain as in an in-place partition), down to `_SMALL_SELECT` values for `_kth_smallest`.
+    """
+    n = values.shape[0]
+    current = work[:n]
+    other = work[n:2 * n]
+    m = 0
+    below = k
+    if guess_lower <= guess_upper:
+        m, below = _bracketed(values, guess_lower, guess_upper, current)
+    if not below < k <= below + m:
+        m, below = _bracketed(values, lower, upper, current)
+    target = k - below
+    while m > _SMALL_SELECT:
+        a = current[0]
+        b = current[m // 2]
+        c = current[m - 1]
+        pivot = max(min(a, b), min(max(a, b), c))
+        n_le, _ = _bracketed(current[:m], -np.inf, pivot, other)
+        if target <= n_le:
+            if n_le == m:  # the pivot is the largest value: split off the values equal to it
+                n_lt, _ = _bracketed(current[:m], -np.inf, np.nextafter(pivot, -np.inf), other)
+                if target > n_lt or n_lt == m:  # (n_lt == m: all are -inf)
+                    return pivot
+                m = n_lt
+            else:
+                m = n_le
+        else:
+            m, _ = _bracketed(current[:m], np.nextafter(pivot, np.inf), np.inf, other)
+            target -= n_le
+        current, other = other, current
+    return _kth_smallest(current[:m], target)
 
 
 @njit(cache=True)
@@ -191,12 +270,7 @@ def _select(values, k, has_nan, selected, lower, upper, work):
         selected[:] = k > 0
         return
     if not has_nan:
-        m, below = _compress_bracket(values, lower, upper, work)
-        for i in range(n - n % _COMPRESS_LANES, n):
-            v = values[i]
-            work[m] = v
-            m += (v >= lower) & (v <= upper)
-            below += v < lower
+        m, below = _bracketed(values, lower, upper, work)
         cut = _kth_smallest(work[:m], k - below)
         count = 0
         for i in range(n):
@@ -205,6 +279,12 @@ def _select(values, k, has_nan, selected, lower, upper, work):
             count += s
         if count == k:
             return
+    _select_by_argsort(values, k, selected)
+
+
+@njit(cache=True)
+def _select_by_argsort(values, k, selected):
+    """``selected`` = the first ``k`` of ``np.argsort(values)`` (numba's, as ctapipe's LTS uses)."""
     order = np.argsort(values)
     selected[:] = False
     for i in range(k):
@@ -340,6 +420,29 @@ def _selected_line(x, y, selected, k, lanes):
 
 
 @njit(cache=True, error_model="numpy")
+def _select_and_fit(x, y, squared, k, has_nan, selected, lower, upper, guess_lower, guess_upper, work, lanes):
+    """`_select` (with the faster `_kth_value`) then `_selected_line`; ``work``: scratch of ``2 * len(x)``.
+
+    Returns (slope, intercept, the cut: the ``k``-th smallest value, NaN if not computed).
+    """
+    n = x.shape[0]
+    cut = np.nan
+    if not has_nan and 0 < k < n:
+        cut = _kth_value(squared, k, lower, upper, guess_lower, guess_upper, work)
+        count = 0
+        for i in range(n):
+            s = squared[i] <= cut
+            selected[i] = s
+            count += s
+        if count != k:
+            _select_by_argsort(squared, k, selected)
+    else:
+        _select(squared, k, has_nan, selected, lower, upper, work)
+    slope, intercept = _selected_line(x, y, selected, k, lanes)
+    return slope, intercept, cut
+
+
+@njit(cache=True, error_model="numpy")
 def _squared_residuals(x, y, slope, intercept, selected, squared, lanes):
     """Fill ``squared`` for all points; ``lanes``: 16 float64 scratch.
 
@@ -371,7 +474,9 @@ def lts_fit(x, y, rng, samples, relative_sample_size, max_iterations, eps):
     the selected points in index order, so it depends only on the selected set: once a step
     selects the same set again, the refit would repeat the previous one exactly (residual sum
     unchanged, converged), and the iteration stops there without redoing it.  The last
-    selection (of any k points) brackets the next cut, so the quickselect sees few values.
+    selection (of any k points) brackets the next cut, and from the third step on a bracket
+    around the last cut is tried first, so the selection sees few values (the cut found is
+    the same with any bracket).
     """
     n = x.shape[0]
     if n < 2:
@@ -379,13 +484,14 @@ def lts_fit(x, y, rng, samples, relative_sample_size, max_iterations, eps):
     sample_size = min(np.int64(relative_sample_size * n), n)
     pair = np.empty(2, dtype=np.int64)
     squared = np.empty(n)
-    work = np.empty(n)
+    work = np.empty(2 * n)
     lanes = np.empty(4 * SUM_LANES)
     selected = np.zeros(n, dtype=np.bool_)
     have_selection = False
     best_slope = np.nan
     best_intercept = np.nan
     best_rss = np.inf
+    cut = np.nan
     for _ in range(samples):
         # two distinct random points: uniform first, second uniform over the others
         pair[0] = rng.integers(0, n)
@@ -402,11 +508,18 @@ def lts_fit(x, y, rng, samples, relative_sample_size, max_iterations, eps):
         for iteration in range(max_iterations):
             if iteration > 0 and not has_nan and inside < outside:
                 break  # the same set as the last step: its refit would change nothing
-            # any k points bracket the k-th smallest value: min(inside, outside) <= it <= inside
-            _select(squared, sample_size, has_nan, selected, min(inside, outside), inside, work)
-            have_selection = True
+            # any k points bracket the k-th smallest value: min(inside, outside) <= it <= inside;
+            # after the first steps from a pair the cut moves little: first try near the last one
             last_rss = rss
-            slope, intercept = _selected_line(x, y, selected, sample_size, lanes)
+            guess_lower, guess_upper = np.inf, -np.inf
+            if iteration >= 2 and cut > 0.0:
+                guess_lower = max(min(inside, outside), _GUESS_LOW * cut)
+                guess_upper = min(inside, _GUESS_HIGH * cut)
+            slope, intercept, cut = _select_and_fit(
+                x, y, squared, sample_size, has_nan, selected, min(inside, outside), inside, guess_lower, guess_upper,
+                work, lanes,
+            )
+            have_selection = True
             has_nan, rss, inside, outside = _squared_residuals(x, y, slope, intercept, selected, squared, lanes)
             if abs(last_rss - rss) < eps:
                 break
@@ -435,40 +548,56 @@ def lts_linear_regression(x, y, samples=20, relative_sample_size=0.85, max_itera
 
 
 @njit(cache=True, error_model="numpy")
+def timing_image(x, y, t, cog_x, cog_y, psi_deg, rng, longi, fx, fy):
+    """Timing fit of one image given as its selected pixels' ``x``, ``y`` (deg) and peak times ``t`` (float64).
+
+    ``longi``, ``fx``, ``fy``: float64 scratch of at least ``len(x)``.  Returns (intercept,
+    deviation, slope); draws from ``rng`` when at least 2 points are finite.
+    """
+    n = x.shape[0]
+    cos_psi = np.cos(psi_deg * DEG_TO_RAD)
+    sin_psi = np.sin(psi_deg * DEG_TO_RAD)
+    n_finite = 0
+    for i in range(n):
+        longi[i] = (x[i] - cog_x) * cos_psi + (y[i] - cog_y) * sin_psi
+        if np.isfinite(longi[i]) and np.isfinite(t[i]):
+            fx[n_finite] = longi[i]
+            fy[n_finite] = t[i]
+            n_finite += 1
+    b0, b1, _ = lts_fit(
+        fx[:n_finite], fy[:n_finite], rng, LTS_SAMPLES, LTS_RELATIVE_SAMPLE_SIZE, LTS_MAX_ITERATIONS, LTS_EPS
+    )
+    # deviation over all selected pixels, not only those used in the fit
+    sq = 0.0
+    for i in range(n):
+        r = longi[i] * b0 + b1 - t[i]
+        sq += r * r
+    return b1, np.sqrt(sq / n), b0
+
+
+@njit(cache=True, error_model="numpy")
 def _timing_batch(times, masks, valid, pix_x, pix_y, cog_x, cog_y, psi_deg, rng, intercept, deviation, slope):
     n_pixels = times.shape[1]
-    longi = np.empty(n_pixels)
+    kept = np.empty(n_pixels, dtype=np.int64)
+    x = np.empty(n_pixels)
+    y = np.empty(n_pixels)
     t = np.empty(n_pixels)
+    longi = np.empty(n_pixels)
     fx = np.empty(n_pixels)
     fy = np.empty(n_pixels)
     for event in range(times.shape[0]):
         intercept[event] = deviation[event] = slope[event] = np.nan
         if not valid[event]:
             continue
-        cos_psi = np.cos(psi_deg[event] * DEG_TO_RAD)
-        sin_psi = np.sin(psi_deg[event] * DEG_TO_RAD)
-        n = 0
-        n_finite = 0
-        for pix in range(n_pixels):
-            if masks[event, pix]:
-                longi[n] = (pix_x[pix] - cog_x[event]) * cos_psi + (pix_y[pix] - cog_y[event]) * sin_psi
-                t[n] = times[event, pix]
-                if np.isfinite(longi[n]) and np.isfinite(t[n]):
-                    fx[n_finite] = longi[n]
-                    fy[n_finite] = t[n]
-                    n_finite += 1
-                n += 1
-        b0, b1, _ = lts_fit(
-            fx[:n_finite], fy[:n_finite], rng, LTS_SAMPLES, LTS_RELATIVE_SAMPLE_SIZE, LTS_MAX_ITERATIONS, LTS_EPS
-        )
-        # deviation over all selected pixels, not only those used in the fit
-        sq = 0.0
+        n = selected_pixels(masks[event], kept)
         for i in range(n):
-            r = longi[i] * b0 + b1 - t[i]
-            sq += r * r
-        intercept[event] = b1
-        slope[event] = b0
-        deviation[event] = np.sqrt(sq / n)
+            pix = kept[i]
+            x[i] = pix_x[pix]
+            y[i] = pix_y[pix]
+            t[i] = times[event, pix]
+        intercept[event], deviation[event], slope[event] = timing_image(
+            x[:n], y[:n], t[:n], cog_x[event], cog_y[event], psi_deg[event], rng, longi, fx, fy
+        )
 
 
 def timing_parameters(peak_times, masks, geometry, hillas, valid=None, rng=None):
