@@ -5,7 +5,11 @@ markers and object contents), reader options and user errors.
 """
 
 import gzip
+import hashlib
 import logging
+import os
+import subprocess
+import sys
 import warnings
 import zlib
 
@@ -665,3 +669,39 @@ def test_mc_run_stops_before_incomplete_and_extended_objects():
     cut = np.frombuffer(head + _object(2021, bytes(8))[:-1], dtype=np.uint8)
     np.testing.assert_array_equal(_mc_run(cut, 0), [0, 24])
     np.testing.assert_array_equal(_mc_run(cut[:10], 0), [0])  # not one whole object: the careful path
+
+
+def _resident_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_memory_mapped_input_does_not_stay_resident(tmp_path):
+    """Mapped file pages count in the resident set: the stream and the checksum release what they have read."""
+    from iactpipe.io.simtel import _ByteStream
+
+    size = 96 << 20
+    path = tmp_path / "big.zst"
+    payload = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path.write_bytes(zstandard.ZstdCompressor(level=1).compress(payload))  # incompressible: 96 MB on disk
+    expected = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    del payload
+    # the checksum's peak: the resident high-water mark, reset just before (Linux clear_refs 5)
+    script = ("import sys; from iactpipe.provenance import file_checksum\n"
+              "def kb(key): return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key))\n"
+              "open('/proc/self/clear_refs', 'w').write('5'); before = kb('VmRSS:')\n"
+              "print(file_checksum(sys.argv[1]), (kb('VmHWM:') - before) / 1024)")
+    checksum, growth = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                                      check=True).stdout.split()
+    assert checksum == expected and float(growth) < 40
+    before = _resident_mb()
+    stream = _ByteStream(path)
+    assert stream._map is not None  # read through the map
+    total = 0
+    while stream.ensure(1 << 16):
+        total += len(stream.buffer) - stream.pos
+        stream.pos = len(stream.buffer)
+        assert _resident_mb() - before < 40
+    stream.close()
+    assert total == size

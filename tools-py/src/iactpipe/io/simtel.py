@@ -62,6 +62,8 @@ SYNC_MARKER = b"\x37\x8a\x1f\xd4"  # little endian 0xD41F8A37
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK_SIZE = 1 << 20
+#: the decoded pages of a memory-mapped input are released in steps of this many bytes
+_RELEASE_BYTES = 4 << 20
 
 # eventio object types
 HISTORY, HISTORY_META = 70, 75
@@ -130,7 +132,7 @@ class _ByteStream:
             self.kind = "plain"
         self._decoder = self._new_decoder() if self.kind != "plain" else None
         # compressed input is read through a memory map: the decoder reads the page cache, no copy
-        self._map, self._map_view, self._map_pos = None, None, 0
+        self._map, self._map_view, self._map_pos, self._released = None, None, 0, 0
         if self._decoder is not None:
             try:
                 self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -174,10 +176,18 @@ class _ByteStream:
                 return out
 
     def _read_compressed(self):
-        """Next CHUNK_SIZE bytes of the compressed file (a view of the map, or read)."""
+        """Next CHUNK_SIZE bytes of the compressed file (a view of the map, or read).
+
+        The pages of the map already decoded are released every `_RELEASE_BYTES`: mapped
+        file pages count in the resident set size, which must not grow with the file.
+        """
         if self._map_view is None:
             return self._fh.read(CHUNK_SIZE)
         start = self._map_pos
+        if start - self._released >= _RELEASE_BYTES:
+            done = start - start % mmap.PAGESIZE
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)
+            self._released = done
         self._map_pos = min(start + CHUNK_SIZE, len(self._map_view))
         return self._map_view[start:self._map_pos]
 
