@@ -412,21 +412,22 @@ def _image_columns(w, x, y, area, t, size_pix, kept, have_times, border_1, borde
     col[_CONCENTRATION_ROW + 2] = brightest / intensity
 
     if n > 0:
-        statistics = col[_INTENSITY_ROW:_INTENSITY_ROW + len(STATISTICS)]
-        statistics[0] = max_w
-        statistics[1] = min_w
-        statistics[2] = mean_w
-        statistics[3] = std_w
-        statistics[4] = m3_w / n
-        statistics[5] = m4_w / n - 3.0
+        _store_statistics(col[_INTENSITY_ROW:_INTENSITY_ROW + len(STATISTICS)], max_w, min_w, mean_w, std_w, m3_w,
+                          m4_w, n)
         if have_times:
-            statistics = col[_PEAK_TIME_ROW:_PEAK_TIME_ROW + len(STATISTICS)]
-            statistics[0] = max_t
-            statistics[1] = min_t
-            statistics[2] = mean_t
-            statistics[3] = std_t
-            statistics[4] = m3_t / n
-            statistics[5] = m4_t / n - 3.0
+            _store_statistics(col[_PEAK_TIME_ROW:_PEAK_TIME_ROW + len(STATISTICS)], max_t, min_t, mean_t, std_t, m3_t,
+                              m4_t, n)
+
+
+@njit(cache=True, inline="always")
+def _store_statistics(out, maximum, minimum, mean, std, sum_z3, sum_z4, n):
+    """`STATISTICS` (max, min, mean, std, skewness, excess kurtosis) from the sums of the standardised values."""
+    out[0] = maximum
+    out[1] = minimum
+    out[2] = mean
+    out[3] = std
+    out[4] = sum_z3 / n
+    out[5] = sum_z4 / n - 3.0
 
 
 @njit(cache=True, error_model="numpy")
