@@ -39,52 +39,6 @@ def _count_neighbors(flags, pix, indptr, indices):
     return count
 
 
-@njit(cache=True)
-def _tailcuts_image(
-    image, picture, boundary, keep_isolated, min_neighbors, indptr, indices, above_pic, above_bnd, core, candidates, out
-):
-    """Tail-cuts mask of one image into ``out``; returns the number of ``candidates``.
-
-    ``above_pic`` and ``above_bnd`` are overwritten for all pixels; ``core`` must be all
-    False on entry, is set for the ``candidates`` (pixels above either threshold) and the
-    caller clears it.
-    """
-    n_candidates = 0
-    out[:] = False
-    for pix in range(image.shape[0]):
-        # branch free: every pixel's flags are written, every pixel is written to candidates
-        # (the next one overwrites it unless it is above a threshold)
-        is_pic = image[pix] >= picture[pix]
-        is_bnd = image[pix] >= boundary[pix]
-        above_pic[pix] = is_pic
-        above_bnd[pix] = is_bnd
-        candidates[n_candidates] = pix
-        n_candidates += is_pic | is_bnd
-    check_count = not keep_isolated and min_neighbors != 0
-    for c in range(n_candidates):
-        pix = candidates[c]
-        is_core = above_pic[pix]
-        if is_core and check_count:
-            is_core = _count_neighbors(above_pic, pix, indptr, indices) >= min_neighbors
-        core[pix] = is_core
-    # boundary pixels next to a core pixel, plus core pixels (isolated ones only on request)
-    for c in range(n_candidates):
-        pix = candidates[c]
-        keep = False
-        if above_bnd[pix]:
-            keep = _any_neighbor(core, pix, indptr, indices)
-        if not keep and core[pix]:
-            keep = keep_isolated or _any_neighbor(above_bnd, pix, indptr, indices)
-        out[pix] = keep
-    return n_candidates
-
-
-@njit(cache=True)
-def _clear(flags, candidates, n_candidates):
-    for c in range(n_candidates):
-        flags[candidates[c]] = False
-
-
 #: bits of the per-pixel flags of `_tailcuts_flags`
 _PICTURE = np.uint8(1)
 _BOUNDARY = np.uint8(2)
@@ -101,7 +55,7 @@ def _any_flag(flags, bit, pix, indptr, indices):
 
 @njit(cache=True)
 def _tailcuts_flags(image, picture, boundary, keep_isolated, min_neighbors, indptr, indices, flags, candidates, out):
-    """Tail-cuts mask of one image into ``out`` (`tailcuts_clean` semantics).
+    """Tail-cuts mask of one image into ``out`` (`tailcuts_clean` semantics); returns the number of ``candidates``.
 
     ``flags`` (uint8, n_pixels): scratch, fully rewritten; one byte per pixel holds whether
     it is above the picture and the boundary threshold and whether it is a core pixel.  The
@@ -135,6 +89,7 @@ def _tailcuts_flags(image, picture, boundary, keep_isolated, min_neighbors, indp
         if not keep and own & _CORE:
             keep = keep_isolated or _any_flag(flags, _BOUNDARY, pix, indptr, indices)
         out[pix] = keep
+    return n_candidates
 
 
 @njit(cache=True)
@@ -191,13 +146,11 @@ def tailcuts_clean(
 @njit(cache=True)
 def _mars_batch(images, picture, boundary, keep_isolated, min_neighbors, indptr, indices, out):
     n_pixels = images.shape[1]
-    above_pic = np.zeros(n_pixels, dtype=np.bool_)
-    above_bnd = np.zeros(n_pixels, dtype=np.bool_)
-    core = np.zeros(n_pixels, dtype=np.bool_)
-    first = np.zeros(n_pixels, dtype=np.bool_)
+    flags = np.empty(n_pixels, dtype=np.uint8)
+    first = np.empty(n_pixels, dtype=np.bool_)
     candidates = np.empty(n_pixels, dtype=np.int64)
     for event in range(images.shape[0]):
-        n_candidates = _tailcuts_image(
+        n_candidates = _tailcuts_flags(
             images[event],
             picture[event if picture.shape[0] > 1 else 0],
             boundary[event if boundary.shape[0] > 1 else 0],
@@ -205,9 +158,7 @@ def _mars_batch(images, picture, boundary, keep_isolated, min_neighbors, indptr,
             min_neighbors,
             indptr,
             indices,
-            above_pic,
-            above_bnd,
-            core,
+            flags,
             candidates,
             first,
         )
@@ -217,12 +168,10 @@ def _mars_batch(images, picture, boundary, keep_isolated, min_neighbors, indptr,
         mask[:] = False
         for c in range(n_candidates):
             pix = candidates[c]
-            keep = above_bnd[pix] and _any_neighbor(first, pix, indptr, indices)
+            keep = (flags[pix] & _BOUNDARY) != 0 and _any_neighbor(first, pix, indptr, indices)
             if not keep and first[pix]:
-                keep = keep_isolated or _any_neighbor(above_bnd, pix, indptr, indices)
+                keep = keep_isolated or _any_flag(flags, _BOUNDARY, pix, indptr, indices)
             mask[pix] = keep
-        for flags in (above_pic, above_bnd, core, first):
-            _clear(flags, candidates, n_candidates)
 
 
 def mars_cleaning_1st_pass(
