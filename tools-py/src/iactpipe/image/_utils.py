@@ -1,10 +1,15 @@
 """Small helpers shared by the image kernels and their Python wrappers."""
 
 import numpy as np
+from llvmlite import binding as llvm_binding
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["as_batch", "per_pixel", "weak_cast", "wide_vectors"]
+__all__ = ["as_batch", "per_pixel", "weak_cast", "wide_vectors", "VECTOR_COMPRESS"]
+
+#: LLVM has ``llvm.experimental.vector.compress`` (LLVM >= 19, llvmlite >= 0.44); the compressing
+#: kernels fall back to ``llvm.masked.compressstore`` without it
+VECTOR_COMPRESS = llvm_binding.llvm_version_info >= (19,)
 
 
 @intrinsic

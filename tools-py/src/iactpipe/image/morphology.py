@@ -1,13 +1,12 @@
 """Islands (connected groups of selected pixels) and the morphology_* parameters."""
 
 import numpy as np
-from llvmlite import binding as llvm_binding
 from llvmlite import ir as llvm_ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._utils import as_batch
+from ._utils import VECTOR_COMPRESS, as_batch
 
 __all__ = [
     "number_of_islands",
@@ -197,8 +196,6 @@ def island_counts(kept, n_kept, indptr, indices, todo, queue, counts):
 
 #: pixels per block of `_compress_indices`
 _INDEX_LANES = 8
-#: LLVM has ``llvm.experimental.vector.compress`` (LLVM >= 19, llvmlite >= 0.44)
-VECTOR_COMPRESS = llvm_binding.llvm_version_info >= (19,)
 
 
 @intrinsic

@@ -9,13 +9,12 @@ order, the pairs drawn are those ctapipe draws.
 """
 
 import numpy as np
-from llvmlite import binding as llvm_binding
 from llvmlite import ir as llvm_ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._utils import as_batch
+from ._utils import VECTOR_COMPRESS, as_batch
 from .morphology import selected_pixels
 
 __all__ = ["timing_parameters", "timing_image", "lts_linear_regression", "FIT_RNG"]
@@ -133,8 +132,6 @@ def _is_vector_input(*arrays):
 
 #: values per block of `_compress_bracket`
 _COMPRESS_LANES = 8
-#: LLVM has ``llvm.experimental.vector.compress`` (LLVM >= 19, llvmlite >= 0.44)
-VECTOR_COMPRESS = llvm_binding.llvm_version_info >= (19,)
 
 
 @intrinsic
