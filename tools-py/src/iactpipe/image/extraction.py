@@ -419,8 +419,9 @@ def _neighbor_sum_peak(typingctx, buf, pixel, j0, j1, j2, j3, j4, j5, weight, ch
     sum is ``own * weight + n0 + ... + n5`` in this order (ctapipe's), so the sums are
     ctapipe's bit for bit.  Their maximum is the int32 maximum of their ordered bits (see
     `_ordered_bits`), the peak the first sample equal to it (±0 compare equal): numpy's
-    argmax.  A NaN sum makes the pixel ``bad``.  The sums stay on the stack between the
-    two passes.
+    argmax.  A NaN sum makes the pixel ``bad``.  Rows of up to `_UNROLLED_CHUNKS` vectors keep
+    their sums in registers; longer ones on the stack between two passes.  With weight 0
+    and no ``check`` the pixel's own row is not read (``own * 0`` is ±0).
     """
     if not (isinstance(buf, types.Array) and buf.ndim == 2 and buf.layout == "C" and buf.dtype == types.float32):
         return None
