@@ -406,3 +406,11 @@ def test_compact_dl0_needs_one_calibration_per_run(tmp_path, r0_file):
     without = replace(info, calibration={t: c for t, c in info.calibration.items() if t != 2})
     with pytest.raises(ValueError, match=r"tels \[2\] have none"):
         DL0Writer(tmp_path / "b.dl0.h5", without, mode="dl0")
+
+
+def test_reader_opens_files_with_a_small_chunk_cache(r0_file):
+    """The reader keeps every table open: PyTables' 16 MiB cache per table would grow with the data read."""
+    from iactpipe.io.tables import OPEN_PARAMS
+
+    with DL0Reader(r0_file[0]) as reader:
+        assert reader.h5.params["CHUNK_CACHE_SIZE"] == OPEN_PARAMS["chunk_cache_size"] <= 2**20

@@ -121,3 +121,47 @@ def test_validate_file_reports_mismatches(tmp_path):
 def test_unknown_schema_name():
     with pytest.raises(KeyError, match="no table schema named 'nope'"):
         table_schema("nope")
+
+
+_READ_THROUGH = """
+import sys, numpy as np, tables
+sys.path.insert(0, sys.argv[3])
+from iactpipe.io.tables import OPEN_PARAMS
+def kb(key): return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key))
+params = OPEN_PARAMS if sys.argv[2] == 'ours' else {}
+with tables.open_file(sys.argv[1], 'r', **params) as h5:
+    table = h5.root.waveforms
+    table.read(0, 1)
+    open('/proc/self/clear_refs', 'w').write('5'); before = kb('VmRSS:')
+    for start in range(0, table.nrows, 8):
+        table.read(start, start + 8)
+    print((kb('VmHWM:') - before) / 1024)
+"""
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_open_params_keep_the_chunk_cache_from_growing_with_the_data_read(tmp_path):
+    """PyTables' default chunk cache (16 MiB per open table) fills as a table is read front to back;
+    with OPEN_PARAMS memory stays flat.  The DL0 reader and the table writer open files with them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from iactpipe.io import tables as tables_io
+    from iactpipe.io.tables import OPEN_PARAMS
+
+    path = tmp_path / "w.h5"
+    rows = np.random.default_rng(1).normal(size=(192, 20_000)).astype(np.float32)  # 80 kB rows, 15 MB
+    with tables.open_file(path, "w") as h5:
+        table = h5.create_table("/", "waveforms", np.dtype([("waveform", "<f4", (20_000,))]), chunkshape=(2,),
+                                filters=tables.Filters(1, "blosc:lz4", shuffle=True))
+        table.append(np.rec.fromarrays([rows], names="waveform"))
+    package = str(Path(tables_io.__file__).parents[2])
+    growth = {kind: float(subprocess.run([sys.executable, "-c", _READ_THROUGH, str(path), kind, package],
+                                         capture_output=True, text=True, check=True).stdout)
+              for kind in ("default", "ours")}
+    assert growth["default"] > 10  # the data read stays cached: the test sees the effect
+    assert growth["ours"] < 4
+    assert OPEN_PARAMS["chunk_cache_size"] <= 2**20
+    with HDF5Writer(tmp_path / "o.h5") as writer:
+        assert writer.h5.params["CHUNK_CACHE_SIZE"] == OPEN_PARAMS["chunk_cache_size"]

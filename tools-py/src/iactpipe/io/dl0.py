@@ -36,7 +36,7 @@ from ..errors import DataError
 from ..instrument.subarray import LAYOUT, SubarrayDescription
 from ..provenance import DATA_MODEL_VERSION
 from .events import EVENT_TYPE_SUBARRAY, EventBatch, RunInfo, TelescopeCalibration, TelescopeEvents
-from .tables import HDF5Writer
+from .tables import OPEN_PARAMS, HDF5Writer
 
 __all__ = ["DL0Writer", "DL0Reader", "mjd_to_high_res", "high_res_to_mjd", "UNIX_TAI_EPOCH_MJD",
            "selected_gain_samples", "r1_from_selected_samples", "r1_from_kept_samples",
@@ -487,7 +487,7 @@ class DL0Reader:
         if not self.path.is_file():
             raise DataError(f"{self.path}: no such file")
         try:
-            self.h5 = tables.open_file(self.path, "r")
+            self.h5 = tables.open_file(self.path, "r", **OPEN_PARAMS)
         except (OSError, tables.HDF5ExtError):
             raise DataError(f"{self.path}: not a readable HDF5 file") from None
         try:

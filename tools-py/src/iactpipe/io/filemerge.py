@@ -32,7 +32,7 @@ from numba import njit
 
 from ..errors import DataError
 from ..instrument import SubarrayDescription
-from .tables import FILTERS
+from .tables import FILTERS, OPEN_PARAMS
 
 __all__ = [
     "INSTRUMENT_GROUP",
@@ -79,13 +79,6 @@ KEY_COLUMNS = {RUN: ("obs_id",), DISTRIBUTION: ("obs_id", "hist_id"), STATISTICS
 
 #: rows of one chunk are capped at this many bytes (images: a few thousand rows)
 MAX_CHUNK_BYTES = 64 * 2**20
-#: PyTables keeps this many nodes open per file (default 64): a DL1 file has ~100 tables, and
-#: re-opening an evicted table re-reads its ~100 attributes
-NODE_CACHE_SLOTS = 4096
-#: HDF5 chunk cache per open table (PyTables default 16 MiB: with all ~100 tables of a file kept
-#: open, memory would grow with the data written, up to 100 x 16 MiB)
-CHUNK_CACHE_SIZE = 2**20
-_OPEN_PARAMS = {"node_cache_slots": NODE_CACHE_SLOTS, "chunk_cache_size": CHUNK_CACHE_SIZE}
 
 
 def table_kind(path, colnames):
@@ -123,7 +116,7 @@ def event_group(path):
 def open_input(path):
     """Open an HDF5 input read-only; one-line DataError if it is not a readable HDF5 file."""
     try:
-        return tables.open_file(path, "r", **_OPEN_PARAMS)
+        return tables.open_file(path, "r", **OPEN_PARAMS)
     except (OSError, tables.HDF5ExtError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         if "truncated" in first.lower():
@@ -577,7 +570,7 @@ def merge_files(paths, output, skip_groups=(), drop_columns=None, allow_duplicat
     expected = {p: sum(i.tables[p].nrows for i in infos if p in i.tables) for p in plan}
     created = {}  # strong references: PyTables would otherwise evict and re-open (slow) output tables
     digests = {}  # path -> digests of the ROWS tables appended (the copies a split made are kept once)
-    with tables.open_file(output, "w", filters=FILTERS, **_OPEN_PARAMS) as out:
+    with tables.open_file(output, "w", filters=FILTERS, **OPEN_PARAMS) as out:
         copy_instrument(infos[0].path, out)
         for info in infos:
             with open_input(info.path) as h5:
@@ -717,7 +710,7 @@ def split_file(path, outputs, fractions, seed, chunk_rows=100_000):
 def _split_tables(h5, info, outputs, fractions, seed, chunk_rows, n_out):
     """Write the tables of the open input ``h5`` into the outputs; adds the events per output to ``n_out``."""
     path = info.path
-    handles = [tables.open_file(o, "w", filters=FILTERS, **_OPEN_PARAMS) for o in outputs]
+    handles = [tables.open_file(o, "w", filters=FILTERS, **OPEN_PARAMS) for o in outputs]
     try:
         for out in handles:
             copy_instrument(path, out)

@@ -30,6 +30,7 @@ import tables
 from ..errors import DataError
 from ..instrument.subarray import SubarrayDescription
 from .dl0 import high_res_to_mjd
+from .tables import OPEN_PARAMS
 
 __all__ = [
     "EventFile",
@@ -126,7 +127,7 @@ class EventFile:
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file")
         try:
-            self.h5 = tables.open_file(self.path, "r")
+            self.h5 = tables.open_file(self.path, "r", **OPEN_PARAMS)
         except (OSError, tables.HDF5ExtError, ValueError):
             raise DataError(f"{self.path}: not a readable HDF5 file") from None
         try:

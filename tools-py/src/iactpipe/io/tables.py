@@ -38,6 +38,15 @@ __all__ = [
 ]
 
 FILTERS = tables.Filters(complevel=5, complib="blosc:zstd", fletcher32=True)
+#: HDF5 chunk cache per open table: PyTables' default, 16 MiB, fills as a table is read or written,
+#: so with the ~100 tables of a file kept open, memory grows with the data passed through
+#: (up to ~100 x 16 MiB); tables are read and written front to back, a chunk rarely twice
+CHUNK_CACHE_SIZE = 2**20
+#: PyTables keeps this many nodes open per file (default 64): a DL1 file has ~100 tables, and
+#: re-opening an evicted table re-reads its ~100 attributes
+NODE_CACHE_SLOTS = 4096
+#: keyword arguments of ``tables.open_file`` for event files
+OPEN_PARAMS = {"node_cache_slots": NODE_CACHE_SLOTS, "chunk_cache_size": CHUNK_CACHE_SIZE}
 _TEMPLATE = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
@@ -342,7 +351,7 @@ class HDF5Writer:
     """
 
     def __init__(self, path, mode="w", buffer_bytes=0):
-        self.h5 = tables.open_file(path, mode, filters=FILTERS)
+        self.h5 = tables.open_file(path, mode, filters=FILTERS, **OPEN_PARAMS)
         self._descriptions = {}
         self._filters = {}
         self._layouts = {}  # (schema, column names, dims, keys) -> (schema, node path, columns, dtype)
