@@ -8,7 +8,7 @@ tools run as separate processes, one thread each, each run the best of 3 (of 2 f
 replay).  Throughput is telescope events per second of wall time including start-up (import,
 numba cache load, instrument), in steady state (minus the wall time of a one-event run), and
 marginal (between the ×50 and ×200 replays of run202, ×300 and ×1200 of prod6: start-up and
-per-file work cancel).
+per-file work cancel; also for the DL0 HDF5 copies of the two run202 replays, with the peak RSS of both).
 ctapipe cannot read our DL0 HDF5 files, so the DL0-HDF5 ratio is against ctapipe-process on the
 equivalent sim_telarray file.  Kernels alone: calibrate + extract + clean + all parameters of
 LSTCam images in one process on one core, against
@@ -100,6 +100,16 @@ def reduced_dl0(simtel, output, folder):
     return output, read_lineage(output)[0]["reduced_dl0"]["kept_pixel_fraction"]
 
 
+def dl0_copies(simtel, folder):
+    """(kind, path, kept-pixel fraction or None) of the DL0 HDF5 copies of a sim_telarray file."""
+    stem = Path(simtel).name.split(".")[0]
+    reduced, kept = reduced_dl0(simtel, Path(folder) / f"{stem}.reduced.dl0.h5", folder)
+    return [("R1 float32", to_dl0_hdf5(simtel, Path(folder) / f"{stem}.r1.dl0.h5"), None),
+            ("compact DL0: uint16 samples of the selected gain",
+             to_dl0_hdf5(simtel, Path(folder) / f"{stem}.dl0.h5", mode="dl0"), None),
+            (f"reduced DL0: samples of the {100 * kept:.0f} % kept pixels", reduced, kept)]
+
+
 def best_of(cmd, repeat):
     """(shortest wall s, largest peak RSS MB) of ``repeat`` runs of a command (the machine may be shared:
     the shortest run is the one least disturbed)."""
@@ -163,6 +173,28 @@ def marginal_rows(label, small, large, folder, repeat=1):
                  notes=f"{counts['small']} -> {counts['large']} tel-events; wall {walls['ours', 'small']:.1f} -> "
                        f"{walls['ours', 'large']:.1f} s vs {walls['ctapipe', 'small']:.1f} -> "
                        f"{walls['ctapipe', 'large']:.1f} s")]
+
+
+def dl0_marginal_rows(label, small_files, large_files, reference_rate, folder, repeat=2):
+    """Our throughput between the DL0 HDF5 copies of two replays (e.g. run202 ×50 and ×200), kind by kind.
+
+    The reference is ctapipe-process's marginal rate on the sim_telarray replays (it cannot read
+    our DL0 files).  The notes give our peak RSS for both sizes (memory must not grow with the input).
+    """
+    rows = []
+    out = Path(folder) / "ours.dl1.h5"
+    for (kind, small), (_, large) in zip(small_files, large_files, strict=True):
+        wall_small, rss_small = best_of(ours([small], out), repeat)
+        n_small = n_telescope_events(out)
+        wall_large, rss_large = best_of(ours([large], out), repeat)
+        n_large = n_telescope_events(out)
+        rows.append(dict(benchmark=f"DL0→DL1 iactpipe DL0 HDF5 ({kind}), {label}, marginal throughput",
+                         ours=(n_large - n_small) / max(wall_large - wall_small, 1e-3), reference=reference_rate,
+                         unit="tel-events/s",
+                         notes=f"reference: ctapipe-process's marginal rate on the sim_telarray replays; "
+                               f"{n_small} -> {n_large} tel-events; wall {wall_small:.1f} -> {wall_large:.1f} s; "
+                               f"peak RSS {rss_small:.0f} -> {rss_large:.0f} MB ({rss_large / rss_small:.3f}x)"))
+    return rows
 
 
 def lst_images(simtel, n_events):
@@ -243,11 +275,9 @@ def run(quick=False):
     with tempfile.TemporaryDirectory(prefix="bench_dl0_dl1_") as folder:
         n202, n6 = (5, 30) if quick else (50, 300)
         run202 = replay(RUN202, n202, folder)
-        dl0_files = [("R1 float32", to_dl0_hdf5(run202, Path(folder) / "run202.r1.dl0.h5")),
-                     ("compact DL0: uint16 samples of the selected gain",
-                      to_dl0_hdf5(run202, Path(folder) / "run202.dl0.h5", mode="dl0"))]
-        reduced, kept = reduced_dl0(run202, Path(folder) / "run202.reduced.dl0.h5", folder)
-        dl0_files.append((f"reduced DL0: samples of the {100 * kept:.0f} % kept pixels", reduced))
+        dl0_files = dl0_copies(run202, folder)
+        kept = dl0_files[-1][2]
+        dl0_files = [(kind, path) for kind, path, _ in dl0_files]
         label = f"prod5 proton LST+FlashCam (run202 ×{n202})"
         rows += whole_step_rows(label, run202, folder, dl0_files, repeat=1 if quick else 3)
         sizes = {kind: Path(path).stat().st_size / 1e6 for kind, path in dl0_files}
@@ -258,9 +288,12 @@ def run(quick=False):
                                f"sim_telarray {run202.stat().st_size / 1e6:.0f} MB"))
         if not quick:  # production-size throughput: run202 x50 -> x200
             run202_large = replay(RUN202, 4 * n202, folder)
-            rows += marginal_rows(f"prod5 proton LST+FlashCam (run202 ×{n202} → ×{4 * n202})", run202, run202_large,
-                                  folder, repeat=2)
-            run202_large.unlink()
+            label_large = f"prod5 proton LST+FlashCam (run202 ×{n202} → ×{4 * n202})"
+            rows += marginal_rows(label_large, run202, run202_large, folder, repeat=2)
+            large_files = [(kind, path) for kind, path, _ in dl0_copies(run202_large, folder)]
+            rows += dl0_marginal_rows(label_large, dl0_files, large_files, rows[-1]["reference"], folder)
+            for path in [run202_large] + [path for _, path in large_files]:
+                path.unlink()
         prod6 = replay(PROD6, n6, folder)
         rows += whole_step_rows(f"prod6 gamma LST+NectarCam (×{n6})", prod6, folder, repeat=1 if quick else 3)
         if not quick:  # production-size throughput: prod6 x300 -> x1200
