@@ -396,12 +396,22 @@ def _exact_neighbor_peaks(wf, n_samples, pixels, n_todo, indptr, indices, local_
 
 
 @njit(inline="always", **KERNEL_OPTIONS)
-def _prefetch_share(upcoming, part, n_parts):
-    """Prefetch share ``part`` of ``n_parts`` of the cache lines of the C-contiguous ``upcoming`` (the next event)."""
+def _n_cache_lines(array):
+    """Cache lines (64 bytes) spanned by the C-contiguous ``array``."""
+    step = max(64 // array.itemsize, 1)
+    return (array.size + step - 1) // step
+
+
+@njit(inline="always", **KERNEL_OPTIONS)
+def _prefetch_lines(upcoming, line, count, n_lines):
+    """Prefetch cache lines ``line``, ``line + 1`` ... (``count`` of them, up to ``n_lines``) of the
+    C-contiguous ``upcoming``; returns the next line.  (No division per call: two 64-bit divisions
+    per pixel cost ~10 µs per LSTCam image.)"""
     step = max(64 // upcoming.itemsize, 1)
-    n_lines = (upcoming.size + step - 1) // step
-    for line in range(part * n_lines // n_parts, (part + 1) * n_lines // n_parts):
-        _prefetch(upcoming, line * step)
+    end = min(line + count, n_lines)
+    for k in range(line, end):
+        _prefetch(upcoming, k * step)
+    return max(end, line)
 
 
 #: float32 lanes of the vectors in `_neighbor_sum_peak` (the fast path's buffers are padded to this)
@@ -595,8 +605,11 @@ def _fast_neighbor_peaks(buf, n_samples, table, local_weight, check, peaks, todo
     n_pixels = table.shape[0]
     weight = np.float32(local_weight)
     n_todo = 0
+    n_lines = _n_cache_lines(upcoming)
+    lines_per_pixel = (n_lines + n_pixels - 1) // max(n_pixels, 1)
+    line = 0
     for pixel in range(n_pixels):
-        _prefetch_share(upcoming, pixel, n_pixels)
+        line = _prefetch_lines(upcoming, line, lines_per_pixel, n_lines)
         peak, bad = _neighbor_sum_peak(
             buf, pixel, table[pixel, 0], table[pixel, 1], table[pixel, 2], table[pixel, 3], table[pixel, 4],
             table[pixel, 5], weight, check,
