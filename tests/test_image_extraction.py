@@ -498,6 +498,31 @@ def test_window_extractors_exact_on_hard_waveforms():
             np.testing.assert_array_equal(got, want, err_msg=name)
 
 
+
+@pytest.mark.parametrize("n_samples", [5, 8, 9, 16, 25, 40, 48, 64])
+def test_window_sums_equal_ctapipe_for_every_window_position(n_samples):
+    """Blocks of 8 pixels whose windows all lie inside the row take transposed vector loads, the others
+    per-sample loads: both equal ctapipe's extract_around_peak for peaks at every sample, any width/shift."""
+    from ctapipe.image.extractor import extract_around_peak
+
+    rng = np.random.default_rng(n_samples)
+    n_pixels = 203  # not a multiple of 8: the last pixels take the scalar loop
+    waveforms = rng.normal(0, 3, (4, n_pixels, n_samples)).astype(np.float32)
+    waveforms[..., rng.integers(0, n_samples, 50)] *= -1
+    waveforms[0, :5, 0] = -0.0
+    peaks = rng.integers(0, n_samples, (4, n_pixels))
+    peaks[1] = np.arange(n_pixels) % n_samples  # every position, in mixed blocks
+    peaks[2, :64] = 0  # whole blocks at the row's start ...
+    peaks[2, 64:128] = n_samples - 1  # ... and end
+    peaks[3] = n_samples // 2  # whole blocks inside
+    np.put_along_axis(waveforms, peaks[..., None], np.float32(1000.0), axis=-1)  # the peak is each row's maximum
+    for width, shift in ((7, 3), (1, 0), (8, 4), (5, 0), (3, 5), (9, 4), (8, 0)):
+        ours = local_peak_window_sum(waveforms, None, 1.5, None, width, shift)
+        expected = extract_around_peak(waveforms, peaks, width, shift, 1.5)
+        for got, want in zip(ours, expected, strict=True):
+            np.testing.assert_array_equal(got, want, err_msg=f"width {width} shift {shift}")
+
+
 class _Readout:
     """The part of a CameraReadout the extractors read, for synthetic tests."""
 

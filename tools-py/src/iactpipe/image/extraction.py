@@ -178,6 +178,25 @@ def _corrected(total, correction):
 _WINDOW_LANES = 8
 
 
+def _transpose8(builder, rows):
+    """The 8 x 8 transpose of 8 LLVM vectors of 8 lanes: ``out[k][p] = rows[p][k]`` (unpack, shuffle, permute)."""
+
+    def shuffle(x, y, mask):
+        return builder.shuffle_vector(x, y, llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), 8), mask))
+
+    low, high = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+    even, odd = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+    first, second = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
+    a = []
+    for i in range(4):
+        a += [shuffle(rows[2 * i], rows[2 * i + 1], low), shuffle(rows[2 * i], rows[2 * i + 1], high)]
+    b = []
+    for i, j in ((0, 2), (1, 3), (4, 6), (5, 7)):
+        b += [shuffle(a[i], a[j], even), shuffle(a[i], a[j], odd)]
+    return ([shuffle(b[i], b[i + 4], first) for i in range(4)]
+            + [shuffle(b[i], b[i + 4], second) for i in range(4)])
+
+
 @intrinsic
 def _window_sum_blocks(typingctx, wf, n_samples, peaks, width, shift, sampling_rate_ghz, correction, selected, image,
                        peak_time):
@@ -187,6 +206,9 @@ def _window_sum_blocks(typingctx, wf, n_samples, peaks, width, shift, sampling_r
     lane adds its own pixel's samples one after the other, exactly the scalar arithmetic
     (numba's vectoriser cannot do this: the samples of the lanes are at different offsets).
     Offsets ``k`` of the window are the loop; a sample outside the readout adds an exact 0.
+    When the 8 windows of a block (float32, at most 8 samples) lie inside their rows, each is
+    one vector load and the block is transposed in registers (`_transpose8`); otherwise each
+    sample is loaded on its own (LSTCam: ~8 µs less per image).
     """
     arrays = (wf, peaks, correction, selected, image, peak_time)
     if not all(isinstance(a, types.Array) for a in arrays) or wf.ndim != 2:
@@ -239,6 +261,51 @@ def _window_sum_blocks(typingctx, wf, n_samples, peaks, width, shift, sampling_r
         denominator = cgutils.alloca_once(builder, vf64)
         n_pixels = builder.extract_value(peaks_a.shape, 0)
         n_blocks = builder.udiv(n_pixels, i64(lanes))
+        row_width = builder.extract_value(wf_a.shape, 1)
+        # the transposed loads: float32 rows, windows of at most `lanes` samples, rows of at least `lanes`
+        transposable = wf_t.dtype == types.float32
+        if transposable:
+            can_transpose = builder.and_(builder.icmp_signed("<=", width_v, i64(lanes)),
+                                         builder.icmp_signed(">=", row_width, i64(lanes)))
+            max_start = splat(builder.sub(row_width, i64(lanes)), vi64)
+
+        def accumulate(offset, loaded):
+            """Add the samples ``loaded`` (a vector: lane = pixel) at window offset ``offset`` (i64)."""
+            sample = builder.add(start, splat(offset, vi64))
+            inside = builder.and_(builder.icmp_signed(">=", sample, zero_i),
+                                  builder.icmp_signed("<", sample, n_vec))
+            value = builder.fpext(loaded, vf64) if wf_t.dtype == types.float32 else loaded
+            value = builder.select(inside, value, zero_f)
+            builder.store(builder.fadd(builder.load(total), value), total)
+            positive = builder.select(builder.fcmp_ordered(">", value, zero_f), value, zero_f)
+            position = builder.sitofp(sample, vf64)
+            builder.store(builder.fadd(builder.load(numerator), builder.fmul(positive, position)), numerator)
+            builder.store(builder.fadd(builder.load(denominator), positive), denominator)
+
+        def gathered():
+            """Offsets one by one, each lane's sample loaded on its own (any window)."""
+            with cgutils.for_range(builder, width_v) as offset:
+                sample = builder.add(start, splat(offset.index, vi64))
+                index = builder.select(builder.icmp_signed("<", sample, zero_i), zero_i, sample)
+                index = builder.select(builder.icmp_signed(">", index, last_vec), last_vec, index)
+                loaded = llvm_ir.Constant(llvm_ir.VectorType(context.get_value_type(wf_t.dtype), lanes), None)
+                for lane, row in enumerate(rows):
+                    element = pointer(wf_t, wf_a, [row, builder.extract_element(index, i64(lane))])
+                    loaded = builder.insert_element(loaded, builder.load(element), i64(lane))
+                accumulate(offset.index, loaded)
+
+        def transposed():
+            """Each pixel's window as one vector load, the 8 x 8 block transposed in registers;
+            offsets past the window add exact zeros (the sums start at +0)."""
+            vector_type = llvm_ir.VectorType(f32, lanes)
+            loads = []
+            for lane, row in enumerate(rows):
+                element = pointer(wf_t, wf_a, [row, builder.extract_element(start, i64(lane))])
+                loads.append(builder.load(builder.bitcast(element, vector_type.as_pointer()), align=4))
+            for offset, loaded in enumerate(_transpose8(builder, loads)):
+                in_window = builder.icmp_signed("<", i64(offset), width_v)
+                accumulate(i64(offset), builder.select(in_window, loaded, llvm_ir.Constant(vector_type, 0.0)))
+
         with cgutils.for_range(builder, n_blocks) as block:
             first = builder.mul(block.index, i64(lanes))
             rows = [builder.add(first, i64(lane)) for lane in range(lanes)]
@@ -248,23 +315,20 @@ def _window_sum_blocks(typingctx, wf, n_samples, peaks, width, shift, sampling_r
             start = builder.sub(peak, shift_vec)
             for accumulator in (total, numerator, denominator):
                 builder.store(zero_f, accumulator)
-            with cgutils.for_range(builder, width_v) as offset:
-                sample = builder.add(start, splat(offset.index, vi64))
-                inside = builder.and_(builder.icmp_signed(">=", sample, zero_i),
-                                      builder.icmp_signed("<", sample, n_vec))
-                index = builder.select(builder.icmp_signed("<", sample, zero_i), zero_i, sample)
-                index = builder.select(builder.icmp_signed(">", index, last_vec), last_vec, index)
-                loaded = llvm_ir.Constant(llvm_ir.VectorType(context.get_value_type(wf_t.dtype), lanes), None)
-                for lane, row in enumerate(rows):
-                    element = pointer(wf_t, wf_a, [row, builder.extract_element(index, i64(lane))])
-                    loaded = builder.insert_element(loaded, builder.load(element), i64(lane))
-                value = builder.fpext(loaded, vf64) if wf_t.dtype == types.float32 else loaded
-                value = builder.select(inside, value, zero_f)
-                builder.store(builder.fadd(builder.load(total), value), total)
-                positive = builder.select(builder.fcmp_ordered(">", value, zero_f), value, zero_f)
-                position = builder.sitofp(sample, vf64)
-                builder.store(builder.fadd(builder.load(numerator), builder.fmul(positive, position)), numerator)
-                builder.store(builder.fadd(builder.load(denominator), positive), denominator)
+            if transposable:
+                # every lane's window [start, start + lanes) inside its row
+                within = builder.and_(builder.icmp_signed(">=", start, zero_i),
+                                      builder.icmp_signed("<=", start, max_start))
+                all_within = builder.icmp_unsigned(
+                    "==", builder.bitcast(within, llvm_ir.IntType(lanes)), llvm_ir.Constant(llvm_ir.IntType(lanes), -1)
+                )
+                with builder.if_else(builder.and_(can_transpose, all_within)) as (fast, slow):
+                    with fast:
+                        transposed()
+                    with slow:
+                        gathered()
+            else:
+                gathered()
             den = builder.load(denominator)
             ratio = builder.fptrunc(builder.fdiv(builder.load(numerator), den), vf32)
             time = builder.select(builder.fcmp_ordered(">", den, zero_f), ratio, builder.sitofp(peak, vf32))
