@@ -521,6 +521,17 @@ def test_window_sums_equal_ctapipe_for_every_window_position(n_samples):
         expected = extract_around_peak(waveforms, peaks, width, shift, 1.5)
         for got, want in zip(ours, expected, strict=True):
             np.testing.assert_array_equal(got, want, err_msg=f"width {width} shift {shift}")
+    # rows whose samples are not contiguous (every other sample of a wider array) take the per-sample loads
+    from iactpipe.image.extraction import _window_sums
+
+    wide = np.repeat(waveforms[1], 2, axis=-1)
+    wide[:, 1::2] = -7.0
+    image, peak_time = np.empty(n_pixels, np.float32), np.empty(n_pixels, np.float32)
+    _window_sums(wide[:, ::2], n_samples, peaks[1].astype(np.int64), 7, 3, 1.5, np.ones(2), np.zeros(n_pixels, np.int8),
+                 image, peak_time)
+    expected = extract_around_peak(waveforms[1], peaks[1], 7, 3, 1.5)
+    np.testing.assert_array_equal(image, expected[0])
+    np.testing.assert_array_equal(peak_time, expected[1])
 
 
 class _Readout:

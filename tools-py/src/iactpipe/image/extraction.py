@@ -262,11 +262,15 @@ def _window_sum_blocks(typingctx, wf, n_samples, peaks, width, shift, sampling_r
         n_pixels = builder.extract_value(peaks_a.shape, 0)
         n_blocks = builder.udiv(n_pixels, i64(lanes))
         row_width = builder.extract_value(wf_a.shape, 1)
-        # the transposed loads: float32 rows, windows of at most `lanes` samples, rows of at least `lanes`
+        # the transposed loads: float32 rows with contiguous samples, windows of at most `lanes`
+        # samples, rows of at least `lanes`
         transposable = wf_t.dtype == types.float32
         if transposable:
-            can_transpose = builder.and_(builder.icmp_signed("<=", width_v, i64(lanes)),
+            contiguous = builder.icmp_signed("==", builder.extract_value(wf_a.strides, 1), i64(4))
+            can_transpose = builder.and_(
+                contiguous, builder.and_(builder.icmp_signed("<=", width_v, i64(lanes)),
                                          builder.icmp_signed(">=", row_width, i64(lanes)))
+            )
             max_start = splat(builder.sub(row_width, i64(lanes)), vi64)
 
         def accumulate(offset, loaded):
