@@ -9,6 +9,8 @@ replay).  Throughput is telescope events per second of wall time including start
 numba cache load, instrument), in steady state (minus the wall time of a one-event run), and
 marginal (between the ×50 and ×200 replays of run202, ×300 and ×1200 of prod6: start-up and
 per-file work cancel; also for the DL0 HDF5 copies of the two run202 replays, with the peak RSS of both).
+Images -> parameters: both tools re-clean and re-parametrise the images of the same ctapipe-written
+DL1 files (``ctapipe-process --write-images --no-write-parameters`` of the run202 replays).
 ctapipe cannot read our DL0 HDF5 files, so the DL0-HDF5 ratio is against ctapipe-process on the
 equivalent sim_telarray file.  Kernels alone: calibrate + extract + clean + all parameters of
 LSTCam images in one process on one core, against
@@ -197,6 +199,42 @@ def dl0_marginal_rows(label, small_files, large_files, reference_rate, folder, r
     return rows
 
 
+def images_file(simtel, output):
+    """A ctapipe DL1 file with the images (no parameters) of a sim_telarray file, written by ctapipe-process."""
+    subprocess.run([str(a) for a in ctapipe([simtel], output, ["--write-images", "--no-write-parameters"])],
+                   check=True, capture_output=True, env=ENV)
+    return output
+
+
+def reprocessing_rows(label, small_simtel, large_simtel, folder, repeat=2):
+    """Images -> parameters (re-cleaning and re-parametrising DL1 images), ours and ctapipe-process's on
+    the same ctapipe-written DL1 files with images (of two replays: the marginal rate, and the smaller
+    one including start-up)."""
+    small = images_file(small_simtel, Path(folder) / "small.images.h5")
+    large = images_file(large_simtel, Path(folder) / "large.images.h5")
+    out_ours, out_ct = Path(folder) / "ours.dl1.h5", Path(folder) / "ctapipe.dl1.h5"
+    walls, counts = {}, {}
+    for name, path in (("small", small), ("large", large)):
+        walls["ours", name], _ = best_of(ours([path], out_ours), repeat)
+        counts[name] = n_telescope_events(out_ours)
+        walls["ctapipe", name], _ = best_of(ctapipe([path], out_ct), repeat)
+    n = counts["large"] - counts["small"]
+    rate = {tool: n / max(walls[tool, "large"] - walls[tool, "small"], 1e-3) for tool in ("ours", "ctapipe")}
+    for path in (small, large):
+        path.unlink()
+    return [
+        dict(benchmark=f"DL1 images → parameters (ctapipe DL1 file with images), {label}, incl. start-up",
+             ours=counts["small"] / walls["ours", "small"], reference=counts["small"] / walls["ctapipe", "small"],
+             unit="tel-events/s", notes=f"{counts['small']} tel-events; wall {walls['ours', 'small']:.1f} s vs "
+                                        f"{walls['ctapipe', 'small']:.1f} s"),
+        dict(benchmark=f"DL1 images → parameters (ctapipe DL1 file with images), {label}, marginal throughput",
+             ours=rate["ours"], reference=rate["ctapipe"], unit="tel-events/s",
+             notes=f"{counts['small']} -> {counts['large']} tel-events; wall {walls['ours', 'small']:.1f} -> "
+                   f"{walls['ours', 'large']:.1f} s vs {walls['ctapipe', 'small']:.1f} -> "
+                   f"{walls['ctapipe', 'large']:.1f} s"),
+    ]
+
+
 def lst_images(simtel, n_events):
     """R0 waveforms, calibration and true images of the LSTCam events of a file, repeated to ``n_events``."""
     from iactpipe.io.simtel import SimTelReader
@@ -292,6 +330,7 @@ def run(quick=False):
             rows += marginal_rows(label_large, run202, run202_large, folder, repeat=2)
             large_files = [(kind, path) for kind, path, _ in dl0_copies(run202_large, folder)]
             rows += dl0_marginal_rows(label_large, dl0_files, large_files, rows[-1]["reference"], folder)
+            rows += reprocessing_rows(label_large, run202, run202_large, folder)
             for path in [run202_large] + [path for _, path in large_files]:
                 path.unlink()
         prod6 = replay(PROD6, n6, folder)
