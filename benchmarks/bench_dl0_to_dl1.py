@@ -158,10 +158,8 @@ def whole_step_rows(label, simtel, folder, dl0_files=(), repeat=1):
     return rows
 
 
-def marginal_rows(label, small, large, folder, repeat=1):
-    """Throughput of both tools between two replays of one file (e.g. ×50 and ×200): (N_large - N_small)
-    telescope events over the difference of their best wall times, so start-up and all per-file work
-    (tables per telescope, run headers) cancel: the rate a production-size file approaches."""
+def paired_walls(small, large, folder, repeat):
+    """Best wall times of both tools on two inputs, our telescope-event counts and both marginal rates."""
     out_ours, out_ct = Path(folder) / "ours.dl1.h5", Path(folder) / "ctapipe.dl1.h5"
     walls, counts = {}, {}
     for name, path in (("small", small), ("large", large)):
@@ -170,6 +168,14 @@ def marginal_rows(label, small, large, folder, repeat=1):
         walls["ctapipe", name], _ = best_of(ctapipe([path], out_ct), repeat)
     n = counts["large"] - counts["small"]
     rate = {tool: n / max(walls[tool, "large"] - walls[tool, "small"], 1e-3) for tool in ("ours", "ctapipe")}
+    return walls, counts, rate
+
+
+def marginal_rows(label, small, large, folder, repeat=1):
+    """Throughput of both tools between two replays of one file (e.g. ×50 and ×200): (N_large - N_small)
+    telescope events over the difference of their best wall times, so start-up and all per-file work
+    (tables per telescope, run headers) cancel: the rate a production-size file approaches."""
+    walls, counts, rate = paired_walls(small, large, folder, repeat)
     return [dict(benchmark=f"DL0→DL1 sim_telarray, {label}, marginal throughput", ours=rate["ours"],
                  reference=rate["ctapipe"], unit="tel-events/s",
                  notes=f"{counts['small']} -> {counts['large']} tel-events; wall {walls['ours', 'small']:.1f} -> "
@@ -212,14 +218,7 @@ def reprocessing_rows(label, small_simtel, large_simtel, folder, repeat=2):
     one including start-up)."""
     small = images_file(small_simtel, Path(folder) / "small.images.h5")
     large = images_file(large_simtel, Path(folder) / "large.images.h5")
-    out_ours, out_ct = Path(folder) / "ours.dl1.h5", Path(folder) / "ctapipe.dl1.h5"
-    walls, counts = {}, {}
-    for name, path in (("small", small), ("large", large)):
-        walls["ours", name], _ = best_of(ours([path], out_ours), repeat)
-        counts[name] = n_telescope_events(out_ours)
-        walls["ctapipe", name], _ = best_of(ctapipe([path], out_ct), repeat)
-    n = counts["large"] - counts["small"]
-    rate = {tool: n / max(walls[tool, "large"] - walls[tool, "small"], 1e-3) for tool in ("ours", "ctapipe")}
+    walls, counts, rate = paired_walls(small, large, folder, repeat)
     for path in (small, large):
         path.unlink()
     return [
