@@ -70,13 +70,13 @@ REDUCED_SAMPLES_GROUP = "/dl0/event/telescope/reduced_samples"
 #: compact DL0: raw samples of the selected gain (schema dl0_waveforms)
 DL0_WAVEFORMS_GROUP = "/dl0/event/telescope/waveforms"
 PRODUCER = b"simulation"
-#: noisy float32 waveforms hardly compress (zstd level 1: ~10 %), and zstd decompression bounded the
-#: DL0 -> DL1 step; blosc:lz4 reads ~5x and writes ~7x faster for ~1 % more bytes
+#: waveform groups of raw ADC samples (R0, compact and reduced DL0: lz4 stores them in ~0.8 of their
+#: size; zstd would bound the DL0 -> DL1 step, lz4 reads ~5x and writes ~7x faster)
 WAVEFORM_FILTERS = tables.Filters(complevel=1, complib="blosc:lz4", shuffle=True, fletcher32=True)
 #: float32 R1 waveforms: lz4 saves ~1 % of their bytes and more than doubles the time to read them
 #: (LSTCam row: 157 instead of 70 µs); they are stored uncompressed, with the checksum
 FLOAT_WAVEFORM_FILTERS = tables.Filters(complevel=0, fletcher32=True)
-#: filters of the waveform groups (samples of integer ADC counts compress: ~0.8 with lz4)
+#: filters of the waveform groups
 _GROUP_FILTERS = {R1_GROUP: FLOAT_WAVEFORM_FILTERS, REDUCED_WAVEFORMS_GROUP: FLOAT_WAVEFORM_FILTERS}
 DATA_LEVELS = {"r1": "R1", "r0": "R0,R1", "images": "DL1_IMAGES", "reduced": "R1", "dl0": "DL0"}
 
@@ -190,8 +190,8 @@ class DL0Writer:
             if group in w.h5:
                 continue
             parent, name = group.rsplit("/", 1)
-            w.h5.create_group(parent, name, createparents=True,
-                                filters=_GROUP_FILTERS.get(group, WAVEFORM_FILTERS))
+            filters = _GROUP_FILTERS.get(group, WAVEFORM_FILTERS)
+            w.h5.create_group(parent, name, createparents=True, filters=filters)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", tables.NaturalNameWarning)
             w.set_root_attrs(**{
