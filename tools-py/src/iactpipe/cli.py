@@ -30,6 +30,7 @@ import tables
 from . import __version__
 from .config import dump_yaml, iter_leaves, load_config_schema, resolve_config, set_dotted
 from .errors import DataError, IactpipeError, UsageError
+from .io.tables import no_unpickling
 from .provenance import Activity, is_fits, is_hdf5, write_fits_provenance, write_hdf5_provenance
 
 __all__ = ["Step", "RunContext", "progress"]
@@ -230,9 +231,11 @@ class Step:
                 ctx.provenance_log = Output(args.provenance_log, "provenance log")
                 _check_writable(ctx.provenance_log.path, args.overwrite)
             t0 = time.perf_counter()
-            self.run(ctx)
-            activity.finish()
-            self._finalize(ctx)
+            # opening a table unpickles its enum attributes: that would import ctapipe (~0.5 s), where installed
+            with no_unpickling():
+                self.run(ctx)
+                activity.finish()
+                self._finalize(ctx)
             log.info("done in %.1f s", time.perf_counter() - t0)
             return 0
         except IactpipeError as err:

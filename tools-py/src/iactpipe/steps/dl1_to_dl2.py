@@ -37,7 +37,7 @@ from ..io.dl2 import (
     update_column,
 )
 from ..io.loader import PARAMETERS_GROUP, EventFile
-from ..io.tables import HDF5Writer, no_unpickling
+from ..io.tables import HDF5Writer
 from ..reco.geometry import camera_radius_deg, reconstruct_hillas_geometry
 
 __all__ = ["Dl1ToDl2Step", "main", "ALGORITHM"]
@@ -262,6 +262,4 @@ class Dl1ToDl2Step(Step):
 
 
 def main():
-    with no_unpickling():  # opening tables must not import ctapipe for their enum attributes
-        status = Dl1ToDl2Step().main()
-    sys.exit(status)
+    sys.exit(Dl1ToDl2Step().main())
