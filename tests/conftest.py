@@ -19,6 +19,24 @@ SIMTEL_DIR = SHARED / "data" / "simtel"
 DL3_REFERENCE_DIR = SHARED / "data" / "dl3-reference"
 
 
+def modules_imported_by_step(module, argv, packages):
+    """Run ``iactpipe.steps.<module>``'s console entry point on ``argv`` in a fresh interpreter (must exit 0);
+    the sorted names of the modules of ``packages`` it imported."""
+    import ast
+    import subprocess
+
+    code = (
+        "import sys\n"
+        f"from iactpipe.steps.{module} import main\n"
+        f"sys.argv = ['iactpipe-step', *{[str(a) for a in argv]!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {tuple(packages)!r}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+
+
 def simtel_files():
     """All sim_telarray files of the shared reference data (sorted)."""
     return sorted(p for p in SIMTEL_DIR.glob("*.simtel*"))

@@ -228,22 +228,12 @@ def test_parameters_from_ctapipe_dl1_images(run202_pair, workdir):
 
 def test_hdf5_inputs_do_not_import_ctapipe(run202_pair, dl0_files, tmp_path):
     """Opening a table unpickles its enum attributes, which would import ctapipe.containers (~0.5 s of start-up)."""
-    import subprocess
-    import sys
+    from conftest import modules_imported_by_step
 
     _, ctapipe_dl1 = run202_pair
     for name, path in (("ctapipe DL1 with images", ctapipe_dl1), ("our DL0", dl0_files["r0"])):
-        code = (
-            "import sys\n"
-            "from iactpipe.steps.dl0_to_dl1 import main\n"
-            f"sys.argv = ['iactpipe-dl0-to-dl1', {str(path)!r}, '-o', {str(tmp_path / 'out.h5')!r}, "
-            "'--overwrite', '--max-events', '5', '--log-level', 'WARNING']\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ctapipe'))\n"
-        )
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert proc.stdout.strip().splitlines()[-1] == "[]", name
+        argv = [path, "-o", tmp_path / "out.h5", "--overwrite", "--max-events", "5", "--log-level", "WARNING"]
+        assert modules_imported_by_step("dl0_to_dl1", argv, ("ctapipe",)) == [], name
 
 
 @pytest.mark.slow

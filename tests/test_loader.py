@@ -232,18 +232,8 @@ def test_no_unpickling_keeps_class_references_raw(tmp_path):
 
 def test_dl1_to_dl2_does_not_import_ctapipe(gamma_dl1, tmp_path):
     """Start-up: the step reads our DL1 file (enum attributes included) without importing ctapipe."""
-    import subprocess
-    import sys
+    from conftest import modules_imported_by_step
 
-    code = (
-        "import sys\n"
-        "from iactpipe.steps.dl1_to_dl2 import main\n"
-        f"sys.argv = ['iactpipe-dl1-to-dl2', {str(gamma_dl1)!r}, '-o', {str(tmp_path / 'out.h5')!r}, "
-        "'--log-level', 'WARNING']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ctapipe', 'astropy')))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    argv = [gamma_dl1, "-o", tmp_path / "out.h5", "--log-level", "WARNING"]
+    assert modules_imported_by_step("dl1_to_dl2", argv, ("ctapipe", "astropy")) == []
     assert (tmp_path / "out.h5").exists()
