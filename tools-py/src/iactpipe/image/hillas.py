@@ -47,6 +47,59 @@ HILLAS_COLUMNS = (
 RAD_TO_DEG = 180.0 / np.pi
 
 
+@njit(inline="always")
+def principal_axes(cxx, cyy, cxy):
+    """(minor eigenvalue, length, width, psi in rad) of the covariance [[cxx, cxy], [cxy, cyy]].
+
+    Eigenvalues within `HILLAS_ATOL` of 0 count as 0; psi, the major-axis angle in
+    (-pi/2, pi/2], is NaN for a zero length.
+    """
+    half_trace = 0.5 * (cxx + cyy)
+    root = np.hypot(0.5 * (cxx - cyy), cxy)
+    lam_major = half_trace + root
+    lam_minor = half_trace - root
+    if abs(lam_major) <= HILLAS_ATOL:
+        lam_major = 0.0
+    if abs(lam_minor) <= HILLAS_ATOL:
+        lam_minor = 0.0
+    length = np.sqrt(lam_major)
+    width = np.sqrt(lam_minor)
+    psi = np.nan
+    if length != 0.0:
+        if cxy == 0.0 and cxx == cyy:
+            psi = 0.5 * np.pi  # degenerate: LAPACK's eigh returns the y axis as second vector
+        else:
+            psi = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
+            if psi <= -0.5 * np.pi:
+                psi += np.pi
+    return lam_minor, length, width, psi
+
+
+@njit(inline="always")
+def axis_moments(out, size, lam_minor, length, width, psi, var_trans, m3, m4, s0, sl, sll, st, slt):
+    """Skewness, kurtosis, psi and the psi and transverse-cog uncertainties into ``out`` (`HILLAS_COLUMNS`),
+    from the moments along the axes (``m3``, ``m4``) and the sums of the weighted fit of the
+    transverse against the longitudinal offsets; returns the width (the minor-axis variance's root
+    where the minor eigenvalue is positive)."""
+    if lam_minor > 0.0:
+        # the minor-axis variance directly: free of the cancellation in half_trace - root,
+        # which leaves a relative error ~eps * (length / width)² (ctapipe's eigh has it too)
+        width = np.sqrt(var_trans)
+    out[I_SKEWNESS] = (m3 / size) / length**3
+    out[I_KURTOSIS] = (m4 / size) / length**4
+
+    det = sll * s0 - sl * sl
+    var_slope = s0 / det
+    var_offset = sll / det
+    slope = (s0 * slt - sl * st) / det
+    elongation = np.tan(width / length * np.pi / 2.0)
+    out[I_PSI] = psi
+    out[I_PSI_UNC] = np.sqrt(var_slope + slope * slope) * (1.0 + elongation * elongation)
+    sin_slope = np.sin(slope)
+    out[I_TRANSVERSE_COG_UNC] = np.sqrt(var_offset * (1.0 + sin_slope * sin_slope))
+    return width
+
+
 @njit(cache=True, error_model="numpy")
 def hillas_image(w, x, y, area, out):
     """Hillas parameters of one image given as the selected pixels' values ``w`` (float64).
@@ -87,26 +140,8 @@ def hillas_image(w, x, y, area, out):
     cyy = syy / size
     cxy = sxy / size
 
-    # eigenvalues of [[cxx, cxy], [cxy, cyy]]; major-axis angle in (-pi/2, pi/2]
-    half_trace = 0.5 * (cxx + cyy)
-    root = np.hypot(0.5 * (cxx - cyy), cxy)
-    lam_major = half_trace + root
-    lam_minor = half_trace - root
-    if abs(lam_major) <= HILLAS_ATOL:
-        lam_major = 0.0
-    if abs(lam_minor) <= HILLAS_ATOL:
-        lam_minor = 0.0
-    length = np.sqrt(lam_major)
-    width = np.sqrt(lam_minor)
-
-    psi = np.nan
+    lam_minor, length, width, psi = principal_axes(cxx, cyy, cxy)
     if length != 0.0:
-        if cxy == 0.0 and cxx == cyy:
-            psi = 0.5 * np.pi  # degenerate: LAPACK's eigh returns the y axis as second vector
-        else:
-            psi = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
-            if psi <= -0.5 * np.pi:
-                psi += np.pi
         cos_psi = np.cos(psi)
         sin_psi = np.sin(psi)
 
@@ -139,22 +174,7 @@ def hillas_image(w, x, y, area, out):
             slt += v * longi * trans
         var_long = m2_long / size
         var_trans = m2_trans / size
-        if lam_minor > 0.0:
-            # the minor-axis variance directly: free of the cancellation in half_trace - root,
-            # which leaves a relative error ~eps * (length / width)² (ctapipe's eigh has it too)
-            width = np.sqrt(var_trans)
-        out[I_SKEWNESS] = (m3 / size) / length**3
-        out[I_KURTOSIS] = (m4 / size) / length**4
-
-        det = sll * s0 - sl * sl
-        var_slope = s0 / det
-        var_offset = sll / det
-        slope = (s0 * slt - sl * st) / det
-        elongation = np.tan(width / length * np.pi / 2.0)
-        out[I_PSI] = psi
-        out[I_PSI_UNC] = np.sqrt(var_slope + slope * slope) * (1.0 + elongation * elongation)
-        sin_slope = np.sin(slope)
-        out[I_TRANSVERSE_COG_UNC] = np.sqrt(var_offset * (1.0 + sin_slope * sin_slope))
+        width = axis_moments(out, size, lam_minor, length, width, psi, var_trans, m3, m4, s0, sl, sll, st, slt)
 
         # propagated uncertainties: each pixel changes the variance along an axis by
         # (offset² - variance) * weight / size (the MAGIC formulae written in the rotated frame)

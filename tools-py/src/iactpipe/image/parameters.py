@@ -11,22 +11,19 @@ from numba import njit
 from ._utils import as_batch
 from .concentration import DEG_TO_RAD
 from .hillas import (
-    HILLAS_ATOL,
     HILLAS_COLUMNS,
     I_FOV_LAT,
     I_FOV_LON,
     I_INTENSITY,
-    I_KURTOSIS,
     I_LENGTH,
     I_LENGTH_UNC,
     I_PHI,
     I_PSI,
-    I_PSI_UNC,
     I_R,
-    I_SKEWNESS,
-    I_TRANSVERSE_COG_UNC,
     I_WIDTH,
     I_WIDTH_UNC,
+    axis_moments,
+    principal_axes,
     to_degrees,
 )
 from .morphology import MORPHOLOGY_COLUMNS, island_counts, selected_pixels
@@ -275,26 +272,8 @@ def _image_columns(w, x, y, area, t, size_pix, kept, have_times, border_1, borde
         hillas[I_FOV_LAT] = cog_y
         hillas[I_R] = np.sqrt(cog_x * cog_x + cog_y * cog_y)
         hillas[I_PHI] = np.arctan2(cog_y, cog_x)
-        cxx = sxx / size
-        cyy = syy / size
-        cxy = sxy / size
-        half_trace = 0.5 * (cxx + cyy)
-        root = np.hypot(0.5 * (cxx - cyy), cxy)
-        lam_major = half_trace + root
-        lam_minor = half_trace - root
-        if abs(lam_major) <= HILLAS_ATOL:
-            lam_major = 0.0
-        if abs(lam_minor) <= HILLAS_ATOL:
-            lam_minor = 0.0
-        length = np.sqrt(lam_major)
-        width = np.sqrt(lam_minor)
+        lam_minor, length, width, psi = principal_axes(sxx / size, syy / size, sxy / size)
         if length != 0.0:
-            if cxy == 0.0 and cxx == cyy:
-                psi = 0.5 * np.pi
-            else:
-                psi = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
-                if psi <= -0.5 * np.pi:
-                    psi += np.pi
             cos_psi = np.cos(psi)
             sin_psi = np.sin(psi)
     moments_along = fit_hillas and length != 0.0
@@ -343,19 +322,7 @@ def _image_columns(w, x, y, area, t, size_pix, kept, have_times, border_1, borde
     var_long = m2_long / size
     var_trans = m2_trans / size
     if moments_along:
-        if lam_minor > 0.0:
-            width = np.sqrt(var_trans)
-        hillas[I_SKEWNESS] = (m3 / size) / length**3
-        hillas[I_KURTOSIS] = (m4 / size) / length**4
-        det = sll * s0 - sl * sl
-        var_slope = s0 / det
-        var_offset = sll / det
-        slope = (s0 * slt - sl * st) / det
-        elongation = np.tan(width / length * np.pi / 2.0)
-        hillas[I_PSI] = psi
-        hillas[I_PSI_UNC] = np.sqrt(var_slope + slope * slope) * (1.0 + elongation * elongation)
-        sin_slope = np.sin(slope)
-        hillas[I_TRANSVERSE_COG_UNC] = np.sqrt(var_offset * (1.0 + sin_slope * sin_slope))
+        width = axis_moments(hillas, size, lam_minor, length, width, psi, var_trans, m3, m4, s0, sl, sll, st, slt)
     if fit_hillas:
         hillas[I_LENGTH] = length
         hillas[I_WIDTH] = width
