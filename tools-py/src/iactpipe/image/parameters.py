@@ -27,7 +27,7 @@ from .hillas import (
     to_degrees,
 )
 from .morphology import MORPHOLOGY_COLUMNS, island_counts, selected_pixels
-from .statistics import STATISTICS
+from .statistics import STATISTICS, store_statistics
 from .timing import FIT_RNG, timing_image
 
 __all__ = [
@@ -379,22 +379,11 @@ def _image_columns(w, x, y, area, t, size_pix, kept, have_times, border_1, borde
     col[_CONCENTRATION_ROW + 2] = brightest / intensity
 
     if n > 0:
-        _store_statistics(col[_INTENSITY_ROW:_INTENSITY_ROW + len(STATISTICS)], max_w, min_w, mean_w, std_w, m3_w,
+        store_statistics(col[_INTENSITY_ROW:_INTENSITY_ROW + len(STATISTICS)], max_w, min_w, mean_w, std_w, m3_w,
                           m4_w, n)
         if have_times:
-            _store_statistics(col[_PEAK_TIME_ROW:_PEAK_TIME_ROW + len(STATISTICS)], max_t, min_t, mean_t, std_t, m3_t,
+            store_statistics(col[_PEAK_TIME_ROW:_PEAK_TIME_ROW + len(STATISTICS)], max_t, min_t, mean_t, std_t, m3_t,
                               m4_t, n)
-
-
-@njit(cache=True, inline="always")
-def _store_statistics(out, maximum, minimum, mean, std, sum_z3, sum_z4, n):
-    """`STATISTICS` (max, min, mean, std, skewness, excess kurtosis) from the sums of the standardised values."""
-    out[0] = maximum
-    out[1] = minimum
-    out[2] = mean
-    out[3] = std
-    out[4] = sum_z3 / n
-    out[5] = sum_z4 / n - 3.0
 
 
 @njit(cache=True, error_model="numpy")

@@ -26,12 +26,18 @@ def moments(v, row):
         z = (v[i] - mean) / std
         m3 += z**3
         m4 += z**4
-    row[0] = v.max()
-    row[1] = v.min()
-    row[2] = mean
-    row[3] = std
-    row[4] = m3 / n
-    row[5] = m4 / n - 3.0
+    store_statistics(row, v.max(), v.min(), mean, std, m3, m4, n)
+
+
+@njit(cache=True, inline="always")
+def store_statistics(out, maximum, minimum, mean, std, sum_z3, sum_z4, n):
+    """`STATISTICS` (max, min, mean, std, skewness, excess kurtosis) from the sums of the standardised values."""
+    out[0] = maximum
+    out[1] = minimum
+    out[2] = mean
+    out[3] = std
+    out[4] = sum_z3 / n
+    out[5] = sum_z4 / n - 3.0
 
 
 @njit(cache=True, error_model="numpy")
