@@ -4,8 +4,9 @@ Inputs are real sim_telarray files replayed N times (``../shared/bench/make_repl
 repeat) into a temporary directory, plus the same events as iactpipe DL0 HDF5 files (R1
 float32 waveforms, the compact DL0: uint16 samples of the selected gain + coefficients, and the
 reduced DL0 of ``--reduced-dl0``: samples of the kept pixels only, charges of the others).  Both
-tools run as separate processes, one thread each, each run the best of 3 (of 2 for the large
-replay).  Throughput is telescope events per second of wall time including start-up (import,
+tools run as separate processes, each run the best of 3 (of 2 for the large replay); ctapipe-process
+uses one thread, ours a second one where it may (decompression of the sim_telarray input,
+``--read-ahead``, and the input checksum), so the marginal rates are also given per CPU second.  Throughput is telescope events per second of wall time including start-up (import,
 numba cache load, instrument), in steady state (minus the wall time of a one-event run), and
 marginal (between the ×50 and ×200 replays of run202, ×300 and ×1200 of prod6: start-up and
 per-file work cancel; also for the DL0 HDF5 copies of the two run202 replays, with the peak RSS of both).
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import BIN, ENV, run_measured  # noqa: E402
+from measure import BIN, ENV, measure, run_measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IACTPIPE_SHARED", ROOT.parent / "shared")).resolve()
@@ -113,10 +114,10 @@ def dl0_copies(simtel, folder):
 
 
 def best_of(cmd, repeat):
-    """(shortest wall s, largest peak RSS MB) of ``repeat`` runs of a command (the machine may be shared:
-    the shortest run is the one least disturbed)."""
-    runs = [run_measured(cmd) for _ in range(repeat)]
-    return min(r[0] for r in runs), max(r[1] for r in runs)
+    """(shortest wall s, largest peak RSS MB, smallest CPU s) of ``repeat`` runs of a command (the machine
+    may be shared: the shortest run is the one least disturbed)."""
+    runs = [measure(cmd) for _ in range(repeat)]
+    return min(r[0] for r in runs), max(r[1] for r in runs), min(r[2] for r in runs)
 
 
 def whole_step_rows(label, simtel, folder, dl0_files=(), repeat=1):
@@ -128,11 +129,11 @@ def whole_step_rows(label, simtel, folder, dl0_files=(), repeat=1):
     """
     rows = []
     out_ours, out_ct = Path(folder) / "ours.dl1.h5", Path(folder) / "ctapipe.dl1.h5"
-    wall_ours, rss_ours = best_of(ours([simtel], out_ours), repeat)
+    wall_ours, rss_ours, _ = best_of(ours([simtel], out_ours), repeat)
     n_tel = n_telescope_events(out_ours)
-    start_ours, _ = best_of(ours([simtel], out_ours, ["--max-events", "1"]), repeat)
-    wall_ct, rss_ct = best_of(ctapipe([simtel], out_ct), repeat)
-    start_ct, _ = best_of(ctapipe([simtel], out_ct, ["--max-events=1"]), repeat)
+    start_ours, _, _ = best_of(ours([simtel], out_ours, ["--max-events", "1"]), repeat)
+    wall_ct, rss_ct, _ = best_of(ctapipe([simtel], out_ct), repeat)
+    start_ct, _, _ = best_of(ctapipe([simtel], out_ct, ["--max-events=1"]), repeat)
     rows.append(dict(benchmark=f"DL0→DL1 sim_telarray, {label}, incl. start-up", ours=n_tel / wall_ours,
                      reference=n_tel / wall_ct, unit="tel-events/s",
                      notes=f"{n_tel} tel-events; wall {wall_ours:.1f} s vs {wall_ct:.1f} s"))
@@ -143,9 +144,9 @@ def whole_step_rows(label, simtel, folder, dl0_files=(), repeat=1):
     rows.append(dict(benchmark=f"DL0→DL1 peak RSS, {label}", ours=rss_ours, reference=rss_ct, unit="MB",
                      notes="lower is better"))
     for kind, dl0 in dl0_files:
-        wall_dl0, _ = best_of(ours([dl0], out_ours), repeat)
+        wall_dl0, _, _ = best_of(ours([dl0], out_ours), repeat)
         n_dl0 = n_telescope_events(out_ours)
-        start_dl0, _ = best_of(ours([dl0], out_ours, ["--max-events", "1"]), repeat)
+        start_dl0, _, _ = best_of(ours([dl0], out_ours, ["--max-events", "1"]), repeat)
         size = Path(dl0).stat().st_size / 1e6
         rows.append(dict(benchmark=f"DL0→DL1 iactpipe DL0 HDF5 ({kind}), {label}, incl. start-up",
                          ours=n_dl0 / wall_dl0, reference=n_tel / wall_ct, unit="tel-events/s",
@@ -159,28 +160,35 @@ def whole_step_rows(label, simtel, folder, dl0_files=(), repeat=1):
 
 
 def paired_walls(small, large, folder, repeat):
-    """Best wall times of both tools on two inputs, our telescope-event counts and both marginal rates."""
+    """Best wall times of both tools on two inputs, our telescope-event counts, both marginal rates per
+    second of wall time and per second of CPU time (all threads)."""
     out_ours, out_ct = Path(folder) / "ours.dl1.h5", Path(folder) / "ctapipe.dl1.h5"
-    walls, counts = {}, {}
+    walls, cpus, counts = {}, {}, {}
     for name, path in (("small", small), ("large", large)):
-        walls["ours", name], _ = best_of(ours([path], out_ours), repeat)
+        walls["ours", name], _, cpus["ours", name] = best_of(ours([path], out_ours), repeat)
         counts[name] = n_telescope_events(out_ours)
-        walls["ctapipe", name], _ = best_of(ctapipe([path], out_ct), repeat)
+        walls["ctapipe", name], _, cpus["ctapipe", name] = best_of(ctapipe([path], out_ct), repeat)
     n = counts["large"] - counts["small"]
     rate = {tool: n / max(walls[tool, "large"] - walls[tool, "small"], 1e-3) for tool in ("ours", "ctapipe")}
-    return walls, counts, rate
+    cpu_rate = {tool: n / max(cpus[tool, "large"] - cpus[tool, "small"], 1e-3) for tool in ("ours", "ctapipe")}
+    return walls, counts, rate, cpu_rate
 
 
 def marginal_rows(label, small, large, folder, repeat=1):
     """Throughput of both tools between two replays of one file (e.g. ×50 and ×200): (N_large - N_small)
     telescope events over the difference of their best wall times, so start-up and all per-file work
-    (tables per telescope, run headers) cancel: the rate a production-size file approaches."""
-    walls, counts, rate = paired_walls(small, large, folder, repeat)
+    (tables per telescope, run headers) cancel: the rate a production-size file approaches.  Also per
+    second of CPU time: ours decompresses in a second thread (``--read-ahead``) and hashes the input
+    beside the work, so its wall-time rate uses up to two cores, ctapipe-process's one."""
+    walls, counts, rate, cpu_rate = paired_walls(small, large, folder, repeat)
     return [dict(benchmark=f"DL0→DL1 sim_telarray, {label}, marginal throughput", ours=rate["ours"],
                  reference=rate["ctapipe"], unit="tel-events/s",
                  notes=f"{counts['small']} -> {counts['large']} tel-events; wall {walls['ours', 'small']:.1f} -> "
                        f"{walls['ours', 'large']:.1f} s vs {walls['ctapipe', 'small']:.1f} -> "
-                       f"{walls['ctapipe', 'large']:.1f} s")]
+                       f"{walls['ctapipe', 'large']:.1f} s"),
+            dict(benchmark=f"DL0→DL1 sim_telarray, {label}, marginal throughput per CPU second",
+                 ours=cpu_rate["ours"], reference=cpu_rate["ctapipe"], unit="tel-events/CPU-s",
+                 notes="user + system time of all threads: the rate on one core")]
 
 
 def dl0_marginal_rows(label, small_files, large_files, reference_rate, folder, repeat=2):
@@ -192,9 +200,9 @@ def dl0_marginal_rows(label, small_files, large_files, reference_rate, folder, r
     rows = []
     out = Path(folder) / "ours.dl1.h5"
     for (kind, small), (_, large) in zip(small_files, large_files, strict=True):
-        wall_small, rss_small = best_of(ours([small], out), repeat)
+        wall_small, rss_small, _ = best_of(ours([small], out), repeat)
         n_small = n_telescope_events(out)
-        wall_large, rss_large = best_of(ours([large], out), repeat)
+        wall_large, rss_large, _ = best_of(ours([large], out), repeat)
         n_large = n_telescope_events(out)
         rows.append(dict(benchmark=f"DL0→DL1 iactpipe DL0 HDF5 ({kind}), {label}, marginal throughput",
                          ours=(n_large - n_small) / max(wall_large - wall_small, 1e-3), reference=reference_rate,
@@ -218,7 +226,7 @@ def reprocessing_rows(label, small_simtel, large_simtel, folder, repeat=2):
     one including start-up)."""
     small = images_file(small_simtel, Path(folder) / "small.images.h5")
     large = images_file(large_simtel, Path(folder) / "large.images.h5")
-    walls, counts, rate = paired_walls(small, large, folder, repeat)
+    walls, counts, rate, _ = paired_walls(small, large, folder, repeat)
     for path in (small, large):
         path.unlink()
     return [

@@ -64,6 +64,13 @@ inputs:
     doc: Process the complete events of a truncated sim_telarray file instead of failing.
     inputBinding:
       prefix: --allow-truncated
+  no_read_ahead:
+    type: boolean?
+    doc: >
+      Decompress a compressed sim_telarray input in the processing thread (default - in a second thread where
+      the job may use more than one CPU).
+    inputBinding:
+      prefix: --no-read-ahead
   focal_length_choice:
     type: string?
     doc: Focal length for the telescope frame, effective (default) or equivalent.

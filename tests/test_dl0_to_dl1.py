@@ -180,7 +180,7 @@ def run202_pair(simtel_dir, workdir):
     """(ours, ctapipe) DL1 files with images of the prod5 proton file (LST + FlashCam)."""
     ref = run_ctapipe(simtel_dir / RUN202, workdir / "run202.ctapipe.h5")
     ours = workdir / "run202.dl1.h5"
-    assert run_step([simtel_dir / RUN202, "-o", ours, "--write-images"])[0] == 0
+    assert run_step([simtel_dir / RUN202, "-o", ours, "--write-images", "--read-ahead"])[0] == 0
     return ours, ref
 
 
@@ -391,6 +391,28 @@ def test_chunk_size_does_not_change_results(run202_pair, simtel_dir, tmp_path):
         assert sorted(ours) == sorted(ref)
         for tel in ref:
             assert_rows_equal(ours[tel], ref[tel], f"{group} {tel}")
+
+
+def test_read_ahead_does_not_change_results(run202_pair, simtel_dir, tmp_path):
+    out = tmp_path / "inline.h5"
+    assert run_step([simtel_dir / RUN202, "-o", out, "--write-images", "--no-read-ahead"])[0] == 0
+    for group in (PARAMETERS, IMAGES, TRUE_PARAMETERS):
+        ours, ref = tel_tables(out, group), tel_tables(run202_pair[0], group)
+        assert sorted(ours) == sorted(ref)
+        for tel in ref:
+            assert_rows_equal(ours[tel], ref[tel], f"{group} {tel}")
+
+
+@pytest.mark.parametrize(("setting", "cpus", "expected"),
+                         [(None, {0}, False), (None, {0, 1}, True), (False, {0, 1}, False), (True, {0}, True)])
+def test_read_ahead_default_follows_the_cpus_the_process_may_use(simtel_dir, monkeypatch, setting, cpus, expected):
+    from iactpipe.steps.dl0_to_dl1 import open_source
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus)
+    config = resolve_config("dl0_to_dl1", overrides={"read_ahead": setting})
+    with open_source(simtel_dir / RUN202, config) as source:
+        assert source.read_ahead is expected
+        assert (source._session.stream._ahead is not None) is expected
 
 
 def test_multiple_inputs_and_max_events(run202_pair, simtel_dir, tmp_path):

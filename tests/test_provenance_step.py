@@ -67,3 +67,36 @@ def test_files_without_our_provenance(alpha_simtel, tmp_path, capsys):
     assert ProvenanceStep().main([str(tmp_path / "missing.h5")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("missing.h5: no such file")
+
+
+def test_input_checksums_are_computed_beside_the_work(alpha_simtel, tmp_path, monkeypatch):
+    """One background thread hashes the inputs in order; ``record`` waits for it and fills them in."""
+    import hashlib
+    import threading
+    import uuid
+
+    from iactpipe import provenance
+
+    small = []
+    for i in range(12):
+        small.append(tmp_path / f"in{i}.bin")
+        small[-1].write_bytes(bytes([i]) * (1000 + i))
+    activity = provenance.Activity("test", {}, argv=[])
+    for path in [alpha_simtel, *small]:
+        activity.add_input(path)
+    assert len([t for t in threading.enumerate() if t.name == "checksums"]) == 1
+    inputs = activity.record["inputs"]
+    for path, entry in zip([alpha_simtel, *small], inputs, strict=True):
+        assert entry["checksum"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+        assert entry["product_uuid"] == str(uuid.uuid5(provenance._SIMTEL_NAMESPACE, entry["checksum"]))
+    assert activity.lineage("p")[0]["inputs"] == inputs
+
+    def fails(path):
+        raise PermissionError(f"{path}: permission denied")
+
+    monkeypatch.setattr(provenance, "file_checksum", fails)
+    broken = provenance.Activity("test", {}, argv=[])
+    broken.add_input(small[0])
+    assert broken.uuid  # needs no checksum
+    with pytest.raises(PermissionError, match="in0.bin: permission denied"):
+        broken.record

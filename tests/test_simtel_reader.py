@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import warnings
 import zlib
 
@@ -294,6 +295,38 @@ def test_allowed_tels_and_max_events(simtel_dir):
     assert reader.complete is None  # stopped before the end
 
 
+def _read_ahead_threads():
+    return [t for t in threading.enumerate() if t.name == "simtel-read-ahead"]
+
+
+@pytest.mark.parametrize("name", ["run202_proton_za20deg_azm0deg-North-Prod5_test-production-5-mini.simtel.zst",
+                                  "calib_events.simtel.gz"])
+def test_read_ahead_gives_the_same_batches(simtel_dir, name, monkeypatch):
+    monkeypatch.setattr("iactpipe.io.simtel.CHUNK_SIZE", 1 << 16)  # many chunks, objects across them
+    monkeypatch.setattr("iactpipe.io.simtel.READ_AHEAD_CHUNKS", 2)  # the decoder waits for the reader
+    plain = flatten(read_all(SimTelReader(simtel_dir / name), batch_size=7))
+    reader = SimTelReader(simtel_dir / name, read_ahead=True)
+    assert reader._session.stream._ahead is not None and len(_read_ahead_threads()) == 1
+    ahead = flatten(read_all(reader, batch_size=7))
+    assert not _read_ahead_threads()  # the iteration's end stopped the thread
+    assert [e["event_id"] for e in ahead[0]] == [e["event_id"] for e in plain[0]]
+    assert ahead[1].keys() == plain[1].keys()
+    for key in plain[1]:
+        np.testing.assert_array_equal(ahead[1][key]["r0"], plain[1][key]["r0"])
+        np.testing.assert_array_equal(ahead[1][key]["true_image"], plain[1][key]["true_image"])
+    assert reader.complete is True
+
+
+def test_read_ahead_thread_stops_with_an_early_end(simtel_dir, monkeypatch):
+    monkeypatch.setattr("iactpipe.io.simtel.CHUNK_SIZE", 1 << 14)
+    path = simtel_dir / "run202_proton_za20deg_azm0deg-North-Prod5_test-production-5-mini.simtel.zst"
+    reader = SimTelReader(path, max_events=2, read_ahead=True)
+    assert sum(len(b) for b in read_all(reader)) == 2 and reader.complete is None
+    assert not _read_ahead_threads()
+    SimTelReader(path, read_ahead=True).close()  # opened, header read, never iterated
+    assert not _read_ahead_threads()
+
+
 def test_allowed_tels_not_in_file(simtel_dir):
     with pytest.raises(DataError, match=r"allowed_tels \[99\] not in the file"):
         SimTelReader(simtel_dir / SMALL_FILE, allowed_tels=[1, 99])
@@ -401,7 +434,8 @@ def test_cut_at_object_boundary_is_a_clean_end(tmp_path, small_file):
 
 @pytest.mark.parametrize("fraction", [0.3, 0.75, 0.999])
 @pytest.mark.parametrize("compression", ["zst", "gz"])
-def test_truncated_compressed_file(tmp_path, small_file, fraction, compression):
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["inline", "read-ahead"])
+def test_truncated_compressed_file(tmp_path, small_file, fraction, compression, read_ahead):
     data, objects, event_ids = small_file
     if compression == "zst":
         packed = zstandard.ZstdCompressor(level=3).compress(data)
@@ -419,10 +453,29 @@ def test_truncated_compressed_file(tmp_path, small_file, fraction, compression):
         n_complete, offset = events_before(objects, available)
     seen = []
     with pytest.raises(TruncatedFileError) as info:
-        for batch in SimTelReader(path).iter_batches():
+        for batch in SimTelReader(path, read_ahead=read_ahead).iter_batches():
             seen.extend(batch.event_id)
     assert (info.value.offset, info.value.n_complete) == (offset, n_complete)
     np.testing.assert_array_equal(seen, event_ids[:n_complete])
+
+
+def test_corrupt_compressed_stream_same_with_read_ahead(tmp_path, small_file, monkeypatch):
+    # a decoder error in the read-ahead thread reaches the reader after the chunks before it
+    monkeypatch.setattr("iactpipe.io.simtel.CHUNK_SIZE", 1 << 16)
+    data, objects, event_ids = small_file
+    packed = bytearray(zstandard.ZstdCompressor(level=3).compress(data))
+    packed[len(packed) // 2:len(packed) // 2 + 64] = bytes(64)
+    path = tmp_path / "corrupt.simtel.zst"
+    path.write_bytes(bytes(packed))
+    outcomes = []
+    for read_ahead in (False, True):
+        seen = []
+        with pytest.raises(TruncatedFileError) as info:
+            for batch in SimTelReader(path, read_ahead=read_ahead).iter_batches(batch_size=1):
+                seen.extend(batch.event_id)
+        outcomes.append((info.value.offset, info.value.n_complete, seen))
+    assert outcomes[0] == outcomes[1]
+    assert 0 < outcomes[0][1] < len(event_ids)
 
 
 def test_truncated_compressed_stream_at_object_boundary(tmp_path, small_file):

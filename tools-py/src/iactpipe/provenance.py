@@ -16,7 +16,9 @@ import json
 import mmap
 import os
 import platform
+import queue
 import sys
+import threading
 import uuid
 import warnings
 from pathlib import Path
@@ -131,11 +133,45 @@ def read_lineage(path):
     return []
 
 
+class _Checksum:
+    """`file_checksum` of one file, computed by one daemon thread per process, in the order asked for
+    (hashlib releases the GIL while hashing, so it runs beside the step's work)."""
+
+    _jobs, _worker_pid = None, None
+
+    def __init__(self, path):
+        self.path, self.value, self.error = path, None, None
+        self._done = threading.Event()
+        if _Checksum._worker_pid != os.getpid():  # first use in this process (or in a forked child)
+            _Checksum._jobs, _Checksum._worker_pid = queue.SimpleQueue(), os.getpid()
+            threading.Thread(target=_Checksum._work, args=(_Checksum._jobs,), name="checksums", daemon=True).start()
+        _Checksum._jobs.put(self)
+
+    @staticmethod
+    def _work(jobs):
+        while True:
+            job = jobs.get()
+            try:
+                job.value = file_checksum(job.path)
+            except BaseException as err:  # raised again by the thread that asks for the value
+                job.error = err
+            job._done.set()
+
+    def result(self):
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 class Activity:
-    """One run of a step, collecting what its outputs must record."""
+    """One run of a step, collecting what its outputs must record.
+
+    Input checksums are computed beside the step's work; reading ``record`` waits for them.
+    """
 
     def __init__(self, step, config, argv=None):
-        self.record = {
+        self._record = {
             "activity_uuid": str(uuid.uuid4()),
             "step": step,
             "software": "iactpipe",
@@ -151,31 +187,38 @@ class Activity:
             "outputs": [],
         }
         self._input_lineages = []
+        self._checksums = []  # (input entry, _Checksum) still to settle
+
+    @property
+    def record(self):
+        """The activity record (a dict), with the input checksums filled in."""
+        for entry, checksum in self._checksums:
+            entry["checksum"] = checksum.result()
+            if entry["product_uuid"] is None:
+                entry["product_uuid"] = str(uuid.uuid5(_SIMTEL_NAMESPACE, entry["checksum"]))
+        self._checksums = []
+        return self._record
 
     @property
     def uuid(self):
-        return self.record["activity_uuid"]
+        return self._record["activity_uuid"]
 
     def add_input(self, path, role="input"):
         """Register an input file: its product UUID (or a UUID5 of its checksum) and checksum."""
         path = Path(path)
-        checksum = file_checksum(path)
-        product = read_product_uuid(path)
-        if product is None:
-            product = str(uuid.uuid5(_SIMTEL_NAMESPACE, checksum))
-        self.record["inputs"].append(
-            {"role": role, "path": str(path.resolve()), "product_uuid": product, "checksum": checksum}
-        )
+        entry = {"role": role, "path": str(path.resolve()), "product_uuid": read_product_uuid(path), "checksum": None}
+        self._checksums.append((entry, _Checksum(path)))
+        self._record["inputs"].append(entry)
         self._input_lineages.append(read_lineage(path))
 
     def add_output(self, path, role="output"):
         """Register an output; returns its new product UUID."""
         product = str(uuid.uuid4())
-        self.record["outputs"].append({"role": role, "path": str(Path(path).resolve()), "product_uuid": product})
+        self._record["outputs"].append({"role": role, "path": str(Path(path).resolve()), "product_uuid": product})
         return product
 
     def finish(self):
-        self.record["stop"] = _now()
+        self._record["stop"] = _now()
 
     def lineage(self, product_uuid):
         """This activity's record for one product, followed by the inputs' lineages (deduplicated)."""

@@ -45,7 +45,7 @@ def _per_event(values, n_events, n_gains, n_pixels, name, dtype):
 
 
 #: options of the hot kernels: no bounds checks, numpy's division semantics (no ZeroDivisionError branches)
-KERNEL_OPTIONS = {"cache": True, "boundscheck": False, "error_model": "numpy"}
+KERNEL_OPTIONS = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy"}
 
 
 @njit(**KERNEL_OPTIONS)
@@ -154,7 +154,7 @@ def calibrate_r1(
     return r1, selected
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _select_gain_kernel(values, selected, out, subtract):
     """``out`` = (``out`` -) the ``values`` of the selected gain.
 
@@ -232,7 +232,7 @@ def apply_peak_time_shift(peak_time, time_shift, selected_gain_channel):
     return peak_time
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _shift_waveforms_kernel(waveforms, integer_shift, out):
     n_events, n_pixels, n_samples = waveforms.shape
     for event in range(n_events):

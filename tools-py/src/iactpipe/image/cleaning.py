@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _any_neighbor(flags, pix, indptr, indices):
     for k in range(indptr[pix], indptr[pix + 1]):
         if flags[indices[k]]:
@@ -30,7 +30,7 @@ def _any_neighbor(flags, pix, indptr, indices):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _count_neighbors(flags, pix, indptr, indices):
     count = 0
     for k in range(indptr[pix], indptr[pix + 1]):
@@ -45,7 +45,7 @@ _BOUNDARY = np.uint8(2)
 _CORE = np.uint8(4)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _any_flag(flags, bit, pix, indptr, indices):
     for k in range(indptr[pix], indptr[pix + 1]):
         if flags[indices[k]] & bit:
@@ -53,7 +53,7 @@ def _any_flag(flags, bit, pix, indptr, indices):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _tailcuts_flags(image, picture, boundary, keep_isolated, min_neighbors, indptr, indices, flags, candidates, out):
     """Tail-cuts mask of one image into ``out`` (`tailcuts_clean` semantics); returns the number of ``candidates``.
 
@@ -92,7 +92,7 @@ def _tailcuts_flags(image, picture, boundary, keep_isolated, min_neighbors, indp
     return n_candidates
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _tailcuts_batch(images, picture, boundary, keep_isolated, min_neighbors, indptr, indices, out):
     n_pixels = images.shape[1]
     flags = np.empty(n_pixels, dtype=np.uint8)
@@ -143,7 +143,7 @@ def tailcuts_clean(
     return out[0] if single else out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _mars_batch(images, picture, boundary, keep_isolated, min_neighbors, indptr, indices, out):
     n_pixels = images.shape[1]
     flags = np.empty(n_pixels, dtype=np.uint8)
@@ -204,7 +204,7 @@ def mars_cleaning_1st_pass(
     return out[0] if single else out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dilate_batch(masks, indptr, indices, out):
     for event in range(masks.shape[0]):
         mask = masks[event]
@@ -221,7 +221,7 @@ def dilate(masks, neighbors):
     return out[0] if single else out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _touches_batch(masks, flagged, indptr, indices, out):
     for event in range(masks.shape[0]):
         mask = masks[event]
@@ -245,7 +245,7 @@ def touches(masks, flagged, neighbors):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _time_constrained_batch(
     images, times, picture, boundary, limit_core, limit_boundary, min_neighbors, indptr, indices, out
 ):

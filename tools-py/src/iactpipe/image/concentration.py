@@ -10,7 +10,7 @@ __all__ = ["concentration_parameters", "concentration_image"]
 DEG_TO_RAD = np.pi / 180.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def concentration_image(w, kept, pix_x, pix_y, pixel_width, intensity, cog_x, cog_y, length, width, psi_deg):
     """Concentration of one image: its selected pixels ``kept``, their values ``w`` (float64) and Hillas parameters.
 
@@ -39,7 +39,7 @@ def concentration_image(w, kept, pix_x, pix_y, pixel_width, intensity, cog_x, co
     return sum_cog / intensity, sum_core / intensity, brightest / intensity
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _concentration_batch(
     images, masks, valid, pix_x, pix_y, pixel_width, intensity, cog_x, cog_y, length, width, psi_deg, cog, core, pixel
 ):

@@ -955,7 +955,7 @@ def _sliding_window_kernel(waveforms, selected, width, sampling_rate_ghz, correc
             peak_time[event, pixel] = np.float32(np.float64(time) / sampling_rate_ghz)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _box_filter(source, width, out):
     """scipy.ndimage.convolve1d(source, ones(width) / width, mode="nearest"), same summation order.
 
@@ -985,7 +985,7 @@ def _box_filter(source, width, out):
             out[i] = value
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _deconvolve(waveform, pole_zero, upsampling, out, scratch):
     """Pole-zero deconvolution and upsampling of one waveform (ctapipe's ``deconvolve``).
 
@@ -1008,7 +1008,7 @@ def _deconvolve(waveform, pole_zero, upsampling, out, scratch):
     _box_filter(scratch[::-1], upsampling, out[::-1])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _adaptive_centroid(waveform, peak, rel_descend_limit):
     """Mean sample index around ``peak`` over the contiguous samples above ``rel_descend_limit`` × peak value."""
     peak_amplitude = waveform[peak]
@@ -1033,7 +1033,7 @@ def _adaptive_centroid(waveform, peak, rel_descend_limit):
     return np.float32(peak)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _flashcam_kernel(
     waveforms, indptr, indices, local_weight, broken, upsampling, width, shift, sampling_rate_ghz,
     pole_zero, gain, time_shift_ns, leading_edge_shift, clipping, leading_edge, rel_descend_limit,
@@ -1099,7 +1099,7 @@ _TWO_PASS_BEFORE = (5, 0)
 _TWO_PASS_AFTER = (6, 4)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _two_pass_first_kernel(waveforms, sampling_rate_ghz, image, peak_time):
     """First pass: uncorrected sums of 5 samples centred on the largest 3-sample sum, and their times.
 
@@ -1121,7 +1121,7 @@ def _two_pass_first_kernel(waveforms, sampling_rate_ghz, image, peak_time):
         _window_sums(wf, n_samples, peaks, 5, 2, sampling_rate_ghz, ones, high_gain, image[event], peak_time[event])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _window_sum_at(row, n_samples, peak, width, shift, sampling_rate_ghz):
     """(float64 sum, float32 time in ns) of one waveform's window ``[peak - shift, + width)`` (as `_window_sums`)."""
     start = max(peak - shift, 0)
@@ -1139,7 +1139,7 @@ def _window_sum_at(row, n_samples, peak, width, shift, sampling_rate_ghz):
     return total, np.float32(np.float64(time) / sampling_rate_ghz)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lapack_line(X, y):
     """Least-squares line ``(slope, intercept)`` through the rows of the design matrix ``X`` (n, 2).
 
@@ -1153,7 +1153,7 @@ def _lapack_line(X, y):
     return np.linalg.inv(normal) @ X.T @ y
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _two_pass_time_fit(x, y, rng):
     """LTS fit of the TwoPassWindowSum time gradient: (slope, intercept), NaN for fewer than 2 points.
 
@@ -1193,7 +1193,7 @@ def _two_pass_time_fit(x, y, rng):
     return best[0], best[1]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _two_pass_second_kernel(
     waveforms, selected, charge, time, brightest, second, pix_x, pix_y, pix_area, sampling_rate_ghz,
     corrections, rng, image, peak_time, is_valid,

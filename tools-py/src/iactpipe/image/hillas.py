@@ -100,7 +100,7 @@ def axis_moments(out, size, lam_minor, length, width, psi, var_trans, m3, m4, s0
     return width
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def hillas_image(w, x, y, area, out):
     """Hillas parameters of one image given as the selected pixels' values ``w`` (float64).
 
@@ -197,14 +197,14 @@ def hillas_image(w, x, y, area, out):
     out[I_WIDTH] = width
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def to_degrees(row):
     row[I_PHI] *= RAD_TO_DEG
     row[I_PSI] *= RAD_TO_DEG
     row[I_PSI_UNC] *= RAD_TO_DEG
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _hillas_batch(images, masks, valid, pix_x, pix_y, pix_area, out):
     n_pixels = images.shape[1]
     w = np.empty(n_pixels)

@@ -13,7 +13,7 @@ from numba import njit
 __all__ = ["flat_waveform_mask", "interpolate_invalid_pixels", "zero_invalid_pixels"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _flat_kernel(r0, out):
     n_events, n_gains, n_pixels, n_samples = r0.shape
     for event in range(n_events):
@@ -49,7 +49,7 @@ def flat_waveform_mask(r0):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _interpolate_kernel(values, mask, indptr, indices, out):
     n_events, n_pixels = values.shape
     zero = np.zeros(1, dtype=values.dtype)[0]

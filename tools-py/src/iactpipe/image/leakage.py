@@ -8,7 +8,7 @@ from ._utils import as_batch
 __all__ = ["leakage_parameters", "leakage_image"]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def leakage_image(w, kept, border_1, border_2):
     """Leakage of one image: its selected pixels ``kept`` and their values ``w`` (float64).
 
@@ -32,7 +32,7 @@ def leakage_image(w, kept, border_1, border_2):
     return n_1 / n, n_2 / n, sum_1 / total, sum_2 / total
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _leakage_batch(images, masks, valid, border_1, border_2, pixels_1, pixels_2, intensity_1, intensity_2):
     kept = np.empty(images.shape[1], dtype=np.int64)
     w = np.empty(images.shape[1])

@@ -28,7 +28,7 @@ MORPHOLOGY_COLUMNS = tuple(
 )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def label_islands(mask, indptr, indices, labels, stack):
     """Label the connected groups of ``mask`` pixels 1, 2, ... in order of their lowest pixel index.
 
@@ -57,7 +57,7 @@ def label_islands(mask, indptr, indices, labels, stack):
     return n_islands
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _label_batch(masks, indptr, indices, labels, n_islands):
     stack = np.empty(masks.shape[1], dtype=np.int64)
     for event in range(masks.shape[0]):
@@ -81,7 +81,7 @@ def number_of_islands(masks, neighbors):
     return n_islands, labels
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def island_with_max(labels, n_islands, values):
     """Label of the island with the largest sum of ``values`` (summed in float64).
 
@@ -99,7 +99,7 @@ def island_with_max(labels, n_islands, values):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _brightest_batch(labels, n_islands, images, out):
     for event in range(labels.shape[0]):
         if n_islands[event] == 0:
@@ -123,7 +123,7 @@ def brightest_island(n_islands, labels, images):
     return out[0] if single else out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _largest_batch(labels, out):
     sizes = np.zeros(labels.shape[1] + 1, dtype=np.int64)
     for event in range(labels.shape[0]):
@@ -151,7 +151,7 @@ def largest_island(labels):
     return out[0] if single else out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def island_counts(kept, n_kept, indptr, indices, todo, queue, counts):
     """``counts[:5]`` = pixels, islands, small, medium and large islands of the selected pixels ``kept[:n_kept]``.
 
@@ -256,7 +256,7 @@ def _compress_indices(typingctx, flags, out):
     return types.int64(flags, out), codegen
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def selected_pixels(mask, kept):
     """Indices of the True (non-zero) pixels of ``mask`` into ``kept`` (ascending, ``len(mask)`` places); returns how many."""
     n_pixels = mask.shape[0]
@@ -267,7 +267,7 @@ def selected_pixels(mask, kept):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _morphology_batch(masks, indptr, indices, out):
     n_pix = masks.shape[1]
     kept = np.empty(n_pix, dtype=np.int64)

@@ -98,7 +98,7 @@ def default_parameters(n_events):
     return {name: np.full(n_events, fill, dtype=dtype) for name, dtype, fill in _DEFAULTS}
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _quality_batch(images, masks, size_positive, two_pixels):
     for event in range(images.shape[0]):
         total = 0.0
@@ -175,7 +175,7 @@ _LAYOUT = tuple(
 assert all(dtype in (np.float32, np.float64, np.int64) for _, dtype in PARAMETER_COLUMNS)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _image_columns(w, x, y, area, t, size_pix, kept, have_times, border_1, border_2, scratch, col):
     """Every column but timing and morphology of one image from its selected pixels, into ``col`` (`_FLOAT_COLUMNS`).
 
@@ -386,7 +386,7 @@ def _image_columns(w, x, y, area, t, size_pix, kept, have_times, border_1, borde
                               m4_t, n)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _parameters_batch(
     images, peak_times, masks, valid, fit_timing, pix_x, pix_y, pix_area, pixel_width, border_1, border_2, indptr,
     indices, rng, out, counts,

@@ -11,7 +11,7 @@ __all__ = ["descriptive_statistics", "moments", "STATISTICS"]
 STATISTICS = ("max", "min", "mean", "std", "skewness", "kurtosis")
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def moments(v, row):
     """Max, min, mean, std, skewness, kurtosis (`STATISTICS`) of the float64 values ``v`` (not empty) into ``row``."""
     n = v.shape[0]
@@ -40,7 +40,7 @@ def store_statistics(out, maximum, minimum, mean, std, sum_z3, sum_z4, n):
     out[5] = sum_z4 / n - 3.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _statistics_batch(values, masks, valid, out):
     selected = np.empty(values.shape[1])
     for event in range(values.shape[0]):

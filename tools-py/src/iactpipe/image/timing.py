@@ -33,7 +33,7 @@ DEG_TO_RAD = np.pi / 180.0
 SUM_LANES = 4
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _fit(x, y, sample, n):
     """Least-squares line through points ``sample[:n]``: (slope, intercept, residual sum of squares)."""
     sxx = 0.0
@@ -59,7 +59,7 @@ def _fit(x, y, sample, n):
     return slope, intercept, rss
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _kth_smallest(work, k):
     """Quickselect on ``work`` (reordered in place): the ``k``-th smallest value (``1 <= k <= len``).
 
@@ -211,7 +211,7 @@ def _bracketed(values, lower, upper, out):
     return m, below
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _kth_value(values, k, lower, upper, guess_lower, guess_upper, work):
     """The ``k``-th smallest of ``values`` (no NaN, ``1 <= k <= len``), given ``lower <= it <= upper``.
 
@@ -252,7 +252,7 @@ def _kth_value(values, k, lower, upper, guess_lower, guess_upper, work):
     return _kth_smallest(current[:m], target)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _select(values, k, has_nan, selected, lower, upper, work):
     """Set ``selected`` to the ``k`` points with the smallest ``values``, chosen as ``np.argsort`` would.
 
@@ -279,7 +279,7 @@ def _select(values, k, has_nan, selected, lower, upper, work):
     _select_by_argsort(values, k, selected)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _select_by_argsort(values, k, selected):
     """``selected`` = the first ``k`` of ``np.argsort(values)`` (numba's, as ctapipe's LTS uses)."""
     order = np.argsort(values)
@@ -391,7 +391,7 @@ def _lane_total(lanes, k):
     return (lanes[first] + lanes[first + 1]) + (lanes[first + 2] + lanes[first + 3])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _selected_line(x, y, selected, k, lanes):
     """Least-squares (slope, intercept) through the ``k`` selected (finite) points; ``lanes``: 16 float64 scratch."""
     _block_line_sums(x, y, selected, lanes)
@@ -416,7 +416,7 @@ def _selected_line(x, y, selected, k, lanes):
     return (k * sxy - sx * sy) / det, (sxx * sy - sx * sxy) / det
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _select_and_fit(x, y, squared, k, has_nan, selected, lower, upper, guess_lower, guess_upper, work, lanes):
     """`_select` (with the faster `_kth_value`) then `_selected_line`; ``work``: scratch of ``2 * len(x)``.
 
@@ -439,7 +439,7 @@ def _select_and_fit(x, y, squared, k, has_nan, selected, lower, upper, guess_low
     return slope, intercept, cut
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _squared_residuals(x, y, slope, intercept, selected, squared, lanes):
     """Fill ``squared`` for all points; ``lanes``: 16 float64 scratch.
 
@@ -463,7 +463,7 @@ def _squared_residuals(x, y, slope, intercept, selected, squared, lanes):
     return _lane_total(lanes, 1) > 0, _lane_total(lanes, 0), inside, outside
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def lts_fit(x, y, rng, samples, relative_sample_size, max_iterations, eps):
     """LTS straight-line fit of finite points ``(x, y)``; returns (slope, intercept, rss).
 
@@ -544,7 +544,7 @@ def lts_linear_regression(x, y, samples=20, relative_sample_size=0.85, max_itera
     return np.array([slope, intercept]), rss
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def timing_image(x, y, t, cog_x, cog_y, psi_deg, rng, longi, fx, fy):
     """Timing fit of one image given as its selected pixels' ``x``, ``y`` (deg) and peak times ``t`` (float64).
 
@@ -572,7 +572,7 @@ def timing_image(x, y, t, cog_x, cog_y, psi_deg, rng, longi, fx, fy):
     return b1, np.sqrt(sq / n), b0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _timing_batch(times, masks, valid, pix_x, pix_y, cog_x, cog_y, psi_deg, rng, intercept, deviation, slope):
     n_pixels = times.shape[1]
     kept = np.empty(n_pixels, dtype=np.int64)

@@ -32,7 +32,9 @@ import logging
 import math
 import mmap
 import struct
+import queue
 import sys
+import threading
 import warnings
 import zlib
 from collections import deque
@@ -62,6 +64,8 @@ SYNC_MARKER = b"\x37\x8a\x1f\xd4"  # little endian 0xD41F8A37
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK_SIZE = 1 << 20
+#: decompressed chunks the read-ahead thread may hold ready
+READ_AHEAD_CHUNKS = 16
 #: the decoded pages of a memory-mapped input are released in steps of this many bytes
 _RELEASE_BYTES = 4 << 20
 
@@ -118,9 +122,11 @@ class _ByteStream:
     Bytes come in chunks (1 MiB of file, decompressed).  ``buffer`` is a
     read-only memoryview: objects inside one chunk are handed out as views
     without copying; only an object that spans chunks is copied together.
+    With ``read_ahead`` a compressed file is decompressed by a second thread,
+    up to `READ_AHEAD_CHUNKS` chunks ahead (zlib and zstandard release the GIL).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, read_ahead=False):
         self._fh = open(path, "rb")
         magic = self._fh.read(4)
         self._fh.seek(0)
@@ -145,6 +151,13 @@ class _ByteStream:
         self.offset = 0  # stream offset of ``buffer[0]``
         self._rest = None  # the part of the last chunk after ``buffer`` (memoryview), if any
         self.complete = True  # False once the compressed input ended inside a frame/member
+        self._ahead = None
+        if read_ahead and self._decoder is not None:
+            self._ahead = queue.Queue(READ_AHEAD_CHUNKS)
+            self._stop = threading.Event()
+            self._ended = None  # b"" or the exception that ended the decoding, once the consumer saw it
+            self._thread = threading.Thread(target=self._decode_ahead, name="simtel-read-ahead", daemon=True)
+            self._thread.start()
 
     def _new_decoder(self):
         if self.kind == "gzip":
@@ -153,6 +166,34 @@ class _ByteStream:
 
     def _fill(self):
         """Next chunk of (decompressed) bytes, b'' at the end of the input."""
+        if self._ahead is None:
+            return self._decode()
+        if self._ended is None:
+            item = self._ahead.get()
+            if isinstance(item, bytes) and item:
+                return item
+            self._ended = item
+        if isinstance(self._ended, BaseException):
+            raise self._ended
+        return b""
+
+    def _decode_ahead(self):
+        """The read-ahead thread: decoded chunks into the queue, then b'' or the exception that stopped it."""
+        while not self._stop.is_set():
+            try:
+                item = self._decode()
+            except BaseException as err:  # handed to the consumer, raised there
+                item = err
+            while not self._stop.is_set():
+                try:
+                    self._ahead.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, bytes) or not item:
+                return
+
+    def _decode(self):
         if self._decoder is None:
             return self._fh.read(CHUNK_SIZE)
         while True:
@@ -225,6 +266,10 @@ class _ByteStream:
         return self.offset + self.pos
 
     def close(self):
+        if self._ahead is not None:
+            self._stop.set()
+            self._thread.join()
+            self._ahead = None
         if self._map is not None:
             try:
                 self._map_view.release()
@@ -235,7 +280,7 @@ class _ByteStream:
         self._fh.close()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _mc_run(data, pos):
     """Starts of the objects of the run of MC objects at ``pos`` that the reader must see, in file order.
 
@@ -783,8 +828,8 @@ def _impact_distance(shower, index, position):
 class _Session:
     """One pass over the file: byte stream, object iterator and look-ahead buffer."""
 
-    def __init__(self, path):
-        self.stream = _ByteStream(path)
+    def __init__(self, path, read_ahead=False):
+        self.stream = _ByteStream(path, read_ahead)
         self.iterator = _iter_objects(self.stream)
         self.pending = deque()
         self.broken = None
@@ -827,6 +872,7 @@ class SimTelReader:
         otherwise yield them with their calibration EventType
     read_waveforms : decode ADC samples into ``r0`` (False: skip, much faster)
     read_true_images : decode true p.e. images
+    read_ahead : decompress a compressed file in a second thread, ahead of the parsing
 
     Attributes ``subarray`` (SubarrayDescription) and ``run_info`` (RunInfo) are
     set on opening; ``run_info.shower_distribution`` only once the end-of-run
@@ -834,8 +880,9 @@ class SimTelReader:
     """
 
     def __init__(self, path, allowed_tels=None, max_events=None, allow_truncated=False,
-                 skip_calibration=True, read_waveforms=True, read_true_images=True):
+                 skip_calibration=True, read_waveforms=True, read_true_images=True, read_ahead=False):
         self.path = Path(path)
+        self.read_ahead = bool(read_ahead)
         self.allowed_tels = None if allowed_tels is None else frozenset(int(t) for t in allowed_tels)
         self.max_events = None if max_events is None else int(max_events)
         self.allow_truncated = bool(allow_truncated)
@@ -849,7 +896,7 @@ class SimTelReader:
         if not self.path.is_file():
             raise DataError(f"{self.path}: no such file")
         try:
-            self._session = _Session(self.path)
+            self._session = _Session(self.path, self.read_ahead)
         except OSError as err:
             raise DataError(f"{self.path}: cannot open ({err.strerror or err})") from None
         try:
@@ -1033,7 +1080,7 @@ class SimTelReader:
     def _take_session(self):
         session, self._session = self._session, None
         if session is None:
-            session = _Session(self.path)
+            session = _Session(self.path, self.read_ahead)
             self._read_header_again(session)
         return session
 
@@ -1396,7 +1443,7 @@ def _tracking_pointing(tel_id, sub, payload):
     return _pointing(values)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _long_varint(data, pos, end):
     """(word, position after it) of the prefix varint at ``pos`` (any length); position -1 past ``end``."""
     if pos >= end:
@@ -1471,7 +1518,7 @@ _one_byte_run_16 = _one_byte_run_intrinsic(16)
 _one_byte_run_8 = _one_byte_run_intrinsic(8)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode_adc_samples(data, start, out):
     """Decode sim_telarray's differential varint ADC samples into ``out`` (uint16, (gains, pixels, samples)).
 
@@ -1604,7 +1651,7 @@ def _photoelectron_counts(sub, payload, data):
     return counts
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pe_counts(data, pos, end, non_empty, version, amplitudes, counts):
     """Fill ``counts`` from the pixel entries of a 1208 block; returns the end position or -1 if corrupt.
 

@@ -13,6 +13,7 @@ of one subarray; the output is one DL1 file in ctapipe's HDF5 layout (see
 """
 
 import copy
+import os
 import sys
 import time
 from fnmatch import fnmatchcase
@@ -181,7 +182,11 @@ def open_source(path, config, max_events=None):
     allowed = config["allowed_tels"] or None
     if _is_hdf5(path):
         return _DL0File(path, allowed, max_events)
-    return SimTelReader(path, allowed_tels=allowed, max_events=max_events, allow_truncated=config["allow_truncated"])
+    read_ahead = config["read_ahead"]
+    if read_ahead is None:
+        read_ahead = len(os.sched_getaffinity(0)) > 1
+    return SimTelReader(path, allowed_tels=allowed, max_events=max_events, allow_truncated=config["allow_truncated"],
+                        read_ahead=read_ahead)
 
 
 def _check_same_subarray(first, other, path, first_path):
