@@ -408,11 +408,15 @@ def test_read_ahead_does_not_change_results(run202_pair, simtel_dir, tmp_path):
 def test_read_ahead_default_follows_the_cpus_the_process_may_use(simtel_dir, monkeypatch, setting, cpus, expected):
     from iactpipe.steps.dl0_to_dl1 import open_source
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus, raising=False)
     config = resolve_config("dl0_to_dl1", overrides={"read_ahead": setting})
     with open_source(simtel_dir / RUN202, config) as source:
         assert source.read_ahead is expected
         assert (source._session.stream._ahead is not None) is expected
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS: the number of CPUs
+    monkeypatch.setattr(os, "cpu_count", lambda: len(cpus))
+    with open_source(simtel_dir / RUN202, config) as source:
+        assert source.read_ahead is expected
 
 
 def test_multiple_inputs_and_max_events(run202_pair, simtel_dir, tmp_path):

@@ -303,7 +303,7 @@ def _read_ahead_threads():
                                   "calib_events.simtel.gz"])
 def test_read_ahead_gives_the_same_batches(simtel_dir, name, monkeypatch):
     monkeypatch.setattr("iactpipe.io.simtel.CHUNK_SIZE", 1 << 16)  # many chunks, objects across them
-    monkeypatch.setattr("iactpipe.io.simtel.READ_AHEAD_CHUNKS", 2)  # the decoder waits for the reader
+    monkeypatch.setattr("iactpipe.io.simtel.READ_AHEAD_BYTES", 1 << 17)  # the decoder waits for the reader
     plain = flatten(read_all(SimTelReader(simtel_dir / name), batch_size=7))
     reader = SimTelReader(simtel_dir / name, read_ahead=True)
     assert reader._session.stream._ahead is not None and len(_read_ahead_threads()) == 1

@@ -32,7 +32,6 @@ import logging
 import math
 import mmap
 import struct
-import queue
 import sys
 import threading
 import warnings
@@ -64,8 +63,12 @@ SYNC_MARKER = b"\x37\x8a\x1f\xd4"  # little endian 0xD41F8A37
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK_SIZE = 1 << 20
-#: decompressed chunks the read-ahead thread may hold ready
-READ_AHEAD_CHUNKS = 16
+#: decompressed bytes the read-ahead thread may hold ready (it decodes a chunk more only below this) ...
+READ_AHEAD_BYTES = 24 << 20
+#: ... in chunks of about this size: it reads as much of the file as decompressed to that in the chunk
+#: before (replayed or highly compressible files give up to ~16 MB per MiB of file)
+READ_AHEAD_CHUNK_BYTES = 3 << 19
+_MIN_READ = 1 << 12
 #: the decoded pages of a memory-mapped input are released in steps of this many bytes
 _RELEASE_BYTES = 4 << 20
 
@@ -122,8 +125,9 @@ class _ByteStream:
     Bytes come in chunks (1 MiB of file, decompressed).  ``buffer`` is a
     read-only memoryview: objects inside one chunk are handed out as views
     without copying; only an object that spans chunks is copied together.
-    With ``read_ahead`` a compressed file is decompressed by a second thread,
-    up to `READ_AHEAD_CHUNKS` chunks ahead (zlib and zstandard release the GIL).
+    With ``read_ahead`` a compressed file is decompressed by a second thread, up to
+    `READ_AHEAD_BYTES` ahead in chunks of about `READ_AHEAD_CHUNK_BYTES` (zlib and zstandard
+    release the GIL).
     """
 
     def __init__(self, path, read_ahead=False):
@@ -151,11 +155,14 @@ class _ByteStream:
         self.offset = 0  # stream offset of ``buffer[0]``
         self._rest = None  # the part of the last chunk after ``buffer`` (memoryview), if any
         self.complete = True  # False once the compressed input ended inside a frame/member
+        self._read_size = CHUNK_SIZE  # compressed bytes per chunk
         self._ahead = None
         if read_ahead and self._decoder is not None:
-            self._ahead = queue.Queue(READ_AHEAD_CHUNKS)
-            self._stop = threading.Event()
-            self._ended = None  # b"" or the exception that ended the decoding, once the consumer saw it
+            self._ahead = deque()  # decoded chunks, then b"" or the exception that ended the decoding
+            self._ahead_bytes = 0
+            self._ahead_changed = threading.Condition()
+            self._stop = False
+            self._ended = None  # the last item, once the consumer has taken it
             self._thread = threading.Thread(target=self._decode_ahead, name="simtel-read-ahead", daemon=True)
             self._thread.start()
 
@@ -169,7 +176,13 @@ class _ByteStream:
         if self._ahead is None:
             return self._decode()
         if self._ended is None:
-            item = self._ahead.get()
+            with self._ahead_changed:
+                while not self._ahead:
+                    self._ahead_changed.wait()
+                item = self._ahead.popleft()
+                if isinstance(item, bytes):
+                    self._ahead_bytes -= len(item)
+                self._ahead_changed.notify()
             if isinstance(item, bytes) and item:
                 return item
             self._ended = item
@@ -178,18 +191,22 @@ class _ByteStream:
         return b""
 
     def _decode_ahead(self):
-        """The read-ahead thread: decoded chunks into the queue, then b'' or the exception that stopped it."""
-        while not self._stop.is_set():
+        """The read-ahead thread: decoded chunks into ``_ahead``, then b'' or the exception that stopped it."""
+        while True:
+            with self._ahead_changed:
+                while self._ahead_bytes >= READ_AHEAD_BYTES and not self._stop:
+                    self._ahead_changed.wait()
+                if self._stop:
+                    return
             try:
                 item = self._decode()
             except BaseException as err:  # handed to the consumer, raised there
                 item = err
-            while not self._stop.is_set():
-                try:
-                    self._ahead.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            with self._ahead_changed:
+                self._ahead.append(item)
+                if isinstance(item, bytes):
+                    self._ahead_bytes += len(item)
+                self._ahead_changed.notify()
             if not isinstance(item, bytes) or not item:
                 return
 
@@ -213,23 +230,26 @@ class _ByteStream:
                     break
                 self._decoder = self._new_decoder()
                 out += self._decoder.decompress(rest)
+            if self._ahead is not None and out:  # about READ_AHEAD_CHUNK_BYTES of output next time
+                ratio = len(out) / len(compressed)
+                self._read_size = min(CHUNK_SIZE, max(_MIN_READ, int(READ_AHEAD_CHUNK_BYTES / ratio)))
             if out:
                 return out
 
     def _read_compressed(self):
-        """Next CHUNK_SIZE bytes of the compressed file (a view of the map, or read).
+        """Next ``_read_size`` bytes of the compressed file (a view of the map, or read).
 
         The pages of the map already decoded are released every `_RELEASE_BYTES`: mapped
         file pages count in the resident set size, which must not grow with the file.
         """
         if self._map_view is None:
-            return self._fh.read(CHUNK_SIZE)
+            return self._fh.read(self._read_size)
         start = self._map_pos
         if start - self._released >= _RELEASE_BYTES:
             done = start - start % mmap.PAGESIZE
             self._map.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)
             self._released = done
-        self._map_pos = min(start + CHUNK_SIZE, len(self._map_view))
+        self._map_pos = min(start + self._read_size, len(self._map_view))
         return self._map_view[start:self._map_pos]
 
     def _next_chunk(self):
@@ -267,7 +287,9 @@ class _ByteStream:
 
     def close(self):
         if self._ahead is not None:
-            self._stop.set()
+            with self._ahead_changed:
+                self._stop = True
+                self._ahead_changed.notify()
             self._thread.join()
             self._ahead = None
         if self._map is not None:

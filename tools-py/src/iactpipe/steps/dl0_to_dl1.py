@@ -177,6 +177,13 @@ def _first_events(batch, n, subarray):
     return _select_events(batch, keep)
 
 
+def usable_cpus():
+    """CPUs this process may run on (its affinity mask where the OS has one, e.g. a Slurm allocation)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def open_source(path, config, max_events=None):
     """A reader (``.subarray``, ``.run_info``, ``.iter_batches``) for a sim_telarray or DL0 HDF5 file."""
     allowed = config["allowed_tels"] or None
@@ -184,7 +191,7 @@ def open_source(path, config, max_events=None):
         return _DL0File(path, allowed, max_events)
     read_ahead = config["read_ahead"]
     if read_ahead is None:
-        read_ahead = len(os.sched_getaffinity(0)) > 1
+        read_ahead = usable_cpus() > 1
     return SimTelReader(path, allowed_tels=allowed, max_events=max_events, allow_truncated=config["allow_truncated"],
                         read_ahead=read_ahead)
 
