@@ -99,4 +99,4 @@ def test_input_checksums_are_computed_beside_the_work(alpha_simtel, tmp_path, mo
     broken.add_input(small[0])
     assert broken.uuid  # needs no checksum
     with pytest.raises(PermissionError, match="in0.bin: permission denied"):
-        broken.record
+        assert broken.record["inputs"]
