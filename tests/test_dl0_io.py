@@ -378,7 +378,11 @@ def test_compact_dl0_reads_back_as_calibrated_r1(tmp_path, r0_file):
     with tables.open_file(out) as h5:
         assert "/r1/event/telescope" not in h5 and "/r0/event/telescope" not in h5
         assert h5.root._v_attrs["CTA PRODUCT DATA LEVELS"] == "DL0"
-        stored = {t: h5.get_node(f"/dl0/event/telescope/waveforms/tel_{t:03d}").col("waveform") for t in (1, 2, 3, 4)}
+        stored = {t: h5.get_node(f"/dl0/event/telescope/samples/tel_{t:03d}").read() for t in (1, 2, 3, 4)}
+        node = h5.get_node("/dl0/event/telescope/samples/tel_001")
+        assert node.attrs["IACTPIPE_ROWS_OF"] == "/dl0/event/telescope/waveforms/tel_001"
+        assert node.chunkshape[0] == 1 and node.filters.shuffle and node.filters.fletcher32
+        assert "waveform" not in h5.get_node("/dl0/event/telescope/waveforms/tel_001").colnames
     for tel_id in (1, 2, 3, 4):
         r1 = np.concatenate([e[tel_id] for e in expected if tel_id in e])
         got = _tel_concat(read, tel_id, "r1")
@@ -393,6 +397,124 @@ def test_compact_dl0_reads_back_as_calibrated_r1(tmp_path, r0_file):
         r0 = _tel_concat(batches, tel_id, "r0")
         assert stored[tel_id].dtype == np.uint16
         np.testing.assert_array_equal(stored[tel_id], np.take_along_axis(r0, selected[:, None, :, None], 1)[:, 0])
+
+
+def _write_compact(path, r0_file, n_batches=3):
+    info, batches, expected = _compact_batches(r0_file, n_batches)
+    with DL0Writer(path, info, mode="dl0") as writer:
+        for batch in batches:
+            writer.write(batch)
+        writer.close(r0_file[1].shower_distribution)
+    return batches, expected
+
+
+def _r1_by_event(path):
+    """{(tel_id, event_id): R1 bits} of a DL0 file (the run's event ids are unique)."""
+    out = {}
+    with DL0Reader(path) as reader:
+        for batch in reader.iter_batches(4):
+            for tel_id, te in batch.tel.items():
+                for event_id, r1 in zip(te.event_id, te.r1, strict=True):
+                    out[tel_id, int(event_id)] = r1.view(np.uint32)
+    return out
+
+
+def test_compact_dl0_split_and_merge_keep_samples_with_their_rows(tmp_path, r0_file, capsys):
+    """The samples array goes with its table: split routes its rows with their events, merge appends
+    them in the same order; every telescope event reads back with its own R1."""
+    from iactpipe.steps.merge import MergeStep
+    from iactpipe.steps.split import SplitStep
+
+    source = tmp_path / "compact.dl0.h5"
+    _write_compact(source, r0_file)
+    original = _r1_by_event(source)
+    parts = [tmp_path / "a.dl0.h5", tmp_path / "b.dl0.h5"]
+    assert SplitStep().main([str(source), "-o", str(parts[0]), "-o", str(parts[1]), "--fraction", "0.4",
+                             "--log-level", "WARNING"]) == 0, capsys.readouterr().err
+    read_parts = [_r1_by_event(p) for p in parts]
+    assert all(read_parts) and not set(read_parts[0]) & set(read_parts[1])
+    assert set(read_parts[0]) | set(read_parts[1]) == set(original)
+    for part in read_parts:
+        for key, bits in part.items():
+            np.testing.assert_array_equal(bits, original[key], err_msg=str(key))
+    merged = tmp_path / "merged.dl0.h5"
+    assert MergeStep().main([*map(str, parts), "-o", str(merged), "--log-level", "WARNING"]) == 0, \
+        capsys.readouterr().err
+    back = _r1_by_event(merged)
+    assert set(back) == set(original)
+    for key, bits in back.items():
+        np.testing.assert_array_equal(bits, original[key], err_msg=str(key))
+    with tables.open_file(merged) as h5:
+        node = h5.get_node("/dl0/event/telescope/samples/tel_001")
+        assert node.attrs["IACTPIPE_ROWS_OF"] == "/dl0/event/telescope/waveforms/tel_001"
+        assert node.nrows == h5.get_node("/dl0/event/telescope/waveforms/tel_001").nrows
+        assert node.chunkshape[0] == 1 and node.filters.complib == "blosc:lz4"
+
+
+def test_compact_dl0_of_the_first_layout_is_still_read(tmp_path, r0_file):
+    """Data model v1 kept the samples in a ``waveform`` column of the table: same R1."""
+    path = tmp_path / "v2.dl0.h5"
+    _write_compact(path, r0_file, 2)
+    expected = _r1_by_event(path)
+    with tables.open_file(path, "a") as h5:
+        for tel_id in (1, 2, 3, 4):
+            name = f"tel_{tel_id:03d}"
+            table = h5.get_node("/dl0/event/telescope/waveforms", name)
+            samples = h5.get_node("/dl0/event/telescope/samples", name).read()
+            rows = table.read()
+            fields = [(n, rows.dtype.fields[n][0]) for n in rows.dtype.names]
+            fields.insert(5, ("waveform", np.uint16, samples.shape[1:]))
+            old = np.empty(len(rows), fields)
+            for n in rows.dtype.names:
+                old[n] = rows[n]
+            old["waveform"] = samples
+            table.remove()
+            h5.create_table("/dl0/event/telescope/waveforms", name, obj=old)
+        h5.remove_node("/dl0/event/telescope/samples", recursive=True)
+    got = _r1_by_event(path)
+    assert set(got) == set(expected)
+    for key, bits in got.items():
+        np.testing.assert_array_equal(bits, expected[key], err_msg=str(key))
+
+
+def test_compact_dl0_bad_samples(tmp_path, r0_file, capsys):
+    """A samples array that is short, missing or of another shape: one clear error each (reader, merge)."""
+    from iactpipe.steps.merge import MergeStep
+
+    path = tmp_path / "short.dl0.h5"
+    _write_compact(path, r0_file, 2)
+    with tables.open_file(path, "a") as h5:
+        node = h5.get_node("/dl0/event/telescope/samples/tel_002")
+        n_rows = node.nrows
+        node.truncate(n_rows - 1)
+    with DL0Reader(path) as reader, pytest.raises(DataError, match=f"samples/tel_002 has {n_rows - 1} rows"):
+        list(reader.iter_batches(1000))
+    assert MergeStep().main([str(path), "-o", str(tmp_path / "m.h5"), "--log-level", "WARNING"]) == 1
+    err = capsys.readouterr().err
+    assert f"samples/tel_002 has {n_rows - 1} rows, /dl0/event/telescope/waveforms/tel_002 {n_rows}" in err
+    assert not (tmp_path / "m.h5").exists()
+
+    other = tmp_path / "missing.dl0.h5"
+    _write_compact(other, r0_file, 2)
+    with tables.open_file(other, "a") as h5:
+        h5.remove_node("/dl0/event/telescope/samples/tel_003")
+    with DL0Reader(other) as reader, pytest.raises(DataError, match="samples/tel_003 missing"):
+        list(reader.iter_batches(1000))
+    with_samples = tmp_path / "full.dl0.h5"
+    _write_compact(with_samples, r0_file, 1)
+    assert MergeStep().main([str(with_samples), str(other), "-o", str(tmp_path / "m.h5"),
+                             "--allow-duplicate-events", "--log-level", "WARNING"]) == 1
+    assert "samples/tel_003 missing" in capsys.readouterr().err
+
+    wrong = tmp_path / "wrong.dl0.h5"
+    _write_compact(wrong, r0_file, 1)
+    with tables.open_file(wrong, "a") as h5:
+        node = h5.get_node("/dl0/event/telescope/samples/tel_001")
+        samples = node.read()
+        node.remove()
+        h5.create_earray("/dl0/event/telescope/samples", "tel_001", obj=samples[:, :-1])
+    with DL0Reader(wrong) as reader, pytest.raises(DataError, match="samples/tel_001 holds uint16 rows of shape"):
+        list(reader.iter_batches(1000))
 
 
 def test_compact_dl0_needs_one_calibration_per_run(tmp_path, r0_file):

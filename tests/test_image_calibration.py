@@ -16,6 +16,7 @@ import pytest
 from iactpipe.image.calibration import (
     apply_peak_time_shift,
     calibrate_r1,
+    calibrate_selected_samples,
     select_gain_values,
     shift_waveforms,
 )
@@ -180,6 +181,21 @@ def test_r1_with_chunk_constant_calibration(cameras):
     r1, selected = calibrate_r1(cam.r0[first], cam.pedestal[first][0], cam.dc_to_pe[first][0])
     np.testing.assert_array_equal(r1, cam.r1[first])
     np.testing.assert_array_equal(selected, cam.selected_gain[first])
+
+
+def test_selected_samples_give_ctapipe_r1(cameras):
+    """The compact DL0's samples (R0 of the selected gain only) calibrate to ctapipe's R1, bit for bit."""
+    cam = cameras["LSTCam"]
+    first = cam.tel_id == cam.tel_id[0]
+    r0, selected = cam.r0[first], cam.selected_gain[first]
+    samples = np.take_along_axis(r0, selected[:, None, :, None].astype(np.intp), axis=1)[:, 0]
+    r1 = calibrate_selected_samples(samples, selected, cam.pedestal[first][0], cam.dc_to_pe[first][0])
+    assert r1.dtype == np.float32
+    np.testing.assert_array_equal(r1.view(np.uint32), cam.r1[first].view(np.uint32))
+    with pytest.raises(ValueError, match="outside the coefficients' 1 gain channels"):
+        calibrate_selected_samples(samples, selected, cam.pedestal[first][0][:1], cam.dc_to_pe[first][0][:1])
+    with pytest.raises(ValueError, match="selected_gain_channel must have shape"):
+        calibrate_selected_samples(samples, selected[:, :-1], cam.pedestal[first][0], cam.dc_to_pe[first][0])
 
 
 def test_gain_selection_threshold_and_manual_channel(cameras):

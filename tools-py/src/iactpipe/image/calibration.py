@@ -22,6 +22,7 @@ from ._utils import wide_vectors
 __all__ = [
     "DEFAULT_GAIN_THRESHOLD",
     "calibrate_r1",
+    "calibrate_selected_samples",
     "select_gain_values",
     "apply_peak_time_shift",
     "shift_waveforms",
@@ -152,6 +153,46 @@ def calibrate_r1(
         np.float32(calib_shift), r1, selected,
     )
     return r1, selected
+
+
+@njit(**KERNEL_OPTIONS)
+def _calibrate_selected_kernel(samples, selected, pedestal, factor, shift, r1):
+    wide_vectors()
+    n_events, n_pixels, n_samples = samples.shape
+    for event in range(n_events):
+        for pixel in range(n_pixels):
+            gain = selected[event, pixel]
+            ped = pedestal[gain, pixel]
+            fac = factor[gain, pixel]
+            for sample in range(n_samples):
+                r1[event, pixel, sample] = (np.float32(samples[event, pixel, sample]) - ped) * fac + shift
+
+
+def calibrate_selected_samples(samples, selected_gain_channel, pedestal_per_sample, dc_to_pe):
+    """R1 (n_events, n_pixels, n_samples) float32 of raw samples already gain-selected.
+
+    ``samples``: (n_events, n_pixels, n_samples) integers, each pixel's samples in the gain
+    ``selected_gain_channel`` (n_events, n_pixels) names; ``pedestal_per_sample``, ``dc_to_pe``:
+    (n_gains, n_pixels).  The float32 operations of `calibrate_r1`, so the R1 is bit for bit
+    that of calibrating the R0 the samples came from.
+    """
+    samples = np.ascontiguousarray(samples)
+    if samples.ndim != 3:
+        raise ValueError(f"samples must be (n_events, n_pixels, n_samples), got {samples.shape}")
+    selected = np.ascontiguousarray(selected_gain_channel, dtype=np.int8)
+    pedestal = np.ascontiguousarray(pedestal_per_sample, dtype=np.float32)
+    factor = np.ascontiguousarray(dc_to_pe, dtype=np.float32)
+    n_pixels = samples.shape[1]
+    if selected.shape != samples.shape[:2]:
+        raise ValueError(f"selected_gain_channel must have shape {samples.shape[:2]}, got {selected.shape}")
+    if pedestal.ndim != 2 or pedestal.shape[1] != n_pixels or factor.shape != pedestal.shape:
+        raise ValueError(f"pedestal_per_sample and dc_to_pe must be (n_gains, {n_pixels}), "
+                         f"got {pedestal.shape} and {factor.shape}")
+    if selected.size and (selected.min() < 0 or selected.max() >= pedestal.shape[0]):
+        raise ValueError(f"selected_gain_channel outside the coefficients' {pedestal.shape[0]} gain channels")
+    r1 = np.empty(samples.shape, dtype=np.float32)
+    _calibrate_selected_kernel(samples, selected, pedestal, factor, np.float32(0.0), r1)
+    return r1
 
 
 @njit(cache=True, nogil=True)

@@ -13,7 +13,10 @@ Both operations walk the tables of ctapipe's data model and treat each by its ki
 - the atmosphere profile must be identical; the instrument description must describe the
   same telescopes (compared by content, so ctapipe- and iactpipe-written files merge);
 - any other table (monitoring time series) is appended; an identical copy of one already
-  appended (as made by a split) is kept once.
+  appended (as made by a split) is kept once;
+- an array whose attribute ``IACTPIPE_ROWS_OF`` names a table (the compact DL0's samples,
+  one row per row of its waveform table) goes with that table: appended in the same input
+  order (merge), its rows routed with the table's events (split).
 
 Table and column attributes (``CTAFIELD_*`` and others) are copied as they are, so
 ctapipe's readers restore units, times and enums in the output.  Peak memory is bounded
@@ -40,6 +43,7 @@ __all__ = [
     "SHOWER_DISTRIBUTION",
     "DL1_IMAGES_GROUP",
     "SIMULATION_IMAGES_GROUP",
+    "ROWS_OF_ATTR",
     "table_kind",
     "scan_file",
     "subarray_difference",
@@ -79,6 +83,8 @@ KEY_COLUMNS = {RUN: ("obs_id",), DISTRIBUTION: ("obs_id", "hist_id"), STATISTICS
 
 #: rows of one chunk are capped at this many bytes (images: a few thousand rows)
 MAX_CHUNK_BYTES = 64 * 2**20
+#: attribute of an array whose rows are those of a table (same number, same order)
+ROWS_OF_ATTR = "IACTPIPE_ROWS_OF"
 
 
 def table_kind(path, colnames):
@@ -151,6 +157,17 @@ class InputTable:
 
 
 @dataclass
+class InputArray:
+    """What a scan learnt about one array whose rows are those of a table (``rows_of``)."""
+
+    path: str
+    rows_of: str
+    dtype: np.dtype
+    row_shape: tuple
+    nrows: int
+
+
+@dataclass
 class InputFile:
     """What a scan learnt about one input file."""
 
@@ -161,6 +178,7 @@ class InputFile:
     obs_ids: np.ndarray  # of its events
     n_events: int
     event_groups: set = field(default_factory=set)
+    arrays: dict = field(default_factory=dict)  # node path -> InputArray
 
 
 def _drop(dtype, names):
@@ -181,16 +199,22 @@ def scan_file(path, skip_groups=(), drop_columns=None, h5=None):
     with open_input(path) if h5 is None else nullcontext(h5) as h5:
         if INSTRUMENT_GROUP + "/subarray/layout" not in h5:
             raise DataError(f"{path}: no instrument description ({INSTRUMENT_GROUP}/subarray/layout missing)")
-        found = {}
+        found, arrays = {}, {}
         for node in h5.walk_nodes("/", "Leaf"):
             node_path = node._v_pathname
             if node_path.startswith((INSTRUMENT_GROUP + "/", PROVENANCE_GROUP + "/")):
                 continue
-            if not isinstance(node, tables.Table):
+            rows_of = _rows_of(node)
+            if not isinstance(node, tables.Table) and rows_of is None:
                 log.warning("%s: %s is not a table, left out", path, node_path)
                 continue
             group = node._v_parent._v_pathname
             if any(node_path.startswith(g + "/") for g in skip_groups):
+                continue
+            if rows_of is not None:
+                if node.nrows:
+                    _read(node, path, node.nrows - 1, node.nrows)
+                arrays[node_path] = InputArray(node_path, rows_of, node.dtype, tuple(node.shape[1:]), int(node.nrows))
                 continue
             if node.nrows:
                 _read(node, path, node.nrows - 1, node.nrows)
@@ -208,9 +232,25 @@ def scan_file(path, skip_groups=(), drop_columns=None, h5=None):
         subarray = SubarrayDescription.from_hdf(path)
     except (KeyError, IndexError, ValueError, tables.NoSuchNodeError) as err:
         raise DataError(f"{path}: unreadable instrument description ({err.__class__.__name__}: {err})") from None
-    info = InputFile(path, found, subarray, root_attrs, obs_ids.astype(np.int64), n_events)
+    for array in arrays.values():
+        table = found.get(array.rows_of)
+        if table is None and any(array.rows_of.startswith(g + "/") for g in skip_groups):
+            continue
+        if table is None:
+            raise DataError(f"{path}: {array.path} holds the rows of {array.rows_of}, which is missing")
+        if table.nrows != array.nrows:
+            raise DataError(f"{path}: {array.path} has {array.nrows} rows, {array.rows_of} {table.nrows}")
+    arrays = {p: a for p, a in arrays.items() if a.rows_of in found}
+    info = InputFile(path, found, subarray, root_attrs, obs_ids.astype(np.int64), n_events, arrays=arrays)
     info.event_groups = {event_group(p) for p, t in found.items() if t.kind == EVENTS}
     return info
+
+
+def _rows_of(node):
+    """The table path an array's rows belong to (attribute ``IACTPIPE_ROWS_OF``), else None."""
+    if not isinstance(node, tables.EArray) or ROWS_OF_ATTR not in node.attrs._v_attrnamesuser:
+        return None
+    return str(node.attrs[ROWS_OF_ATTR])
 
 
 def _unique_column(node, name, path, chunk_rows=1_000_000):
@@ -309,6 +349,8 @@ def check_compatible(infos):
         for info in infos:
             for path in [p for p, t in info.tables.items() if t.kind == EVENTS and event_group(p) == group]:
                 del info.tables[path]
+            for path in [p for p, a in info.arrays.items() if a.rows_of not in info.tables]:
+                del info.arrays[path]
 
 
 def plan_tables(infos):
@@ -338,6 +380,26 @@ def plan_tables(infos):
                 else:
                     raise DataError(f"{info.path}: column {path}.{name} is {db} but {da} in {owner[path]}")
             plan[path] = np.dtype(fields)
+    return plan
+
+
+def plan_arrays(infos):
+    """(dtype, row shape) per array path; DataError where inputs differ or one lacks an array
+    its table's rows need (the output table would have rows without their samples)."""
+    plan, owner = {}, {}
+    for info in infos:
+        for path, array in info.arrays.items():
+            layout = (array.dtype, array.row_shape)
+            if path not in plan:
+                plan[path], owner[path] = layout, info.path
+            elif plan[path] != layout:
+                raise DataError(f"{info.path}: array {path} has rows of {array.dtype} {array.row_shape}, "
+                                f"{plan[path][0]} {plan[path][1]} in {owner[path]}")
+    for path in plan:
+        rows_of = next(i.arrays[path].rows_of for i in infos if path in i.arrays)
+        for info in infos:
+            if path not in info.arrays and rows_of in info.tables:
+                raise DataError(f"{info.path}: {path} missing (the rows of {rows_of} are in {owner[path]}'s)")
     return plan
 
 
@@ -420,6 +482,41 @@ def create_table(h5, path, dtype, template, expected_rows):
         for key, value in _column_attrs(template.attrs, template.old_names, dtype.names).items():
             table.attrs[key] = value
     return table
+
+
+@dataclass
+class ArrayTemplate:
+    """What is needed to create an output array like an input one."""
+
+    attrs: dict
+    title: str
+    filters: object
+    chunkshape: tuple
+
+    @classmethod
+    def of(cls, node):
+        return cls(_user_attrs(node), node._v_title, node.filters, node.chunkshape)
+
+
+def create_array(h5, path, dtype, row_shape, template, expected_rows):
+    """Create the extendable array ``path`` in ``h5`` (rows of ``row_shape``) like ``template``."""
+    where, name = path.rsplit("/", 1)
+    array = h5.create_earray(where or "/", name, atom=tables.Atom.from_dtype(np.dtype(dtype)),
+                             shape=(0, *row_shape), title=template.title, filters=template.filters,
+                             chunkshape=template.chunkshape, expectedrows=max(int(expected_rows), 1),
+                             createparents=True)
+    for key, value in template.attrs.items():
+        array.attrs[key] = value
+    return array
+
+
+def _array_chunks(node, path, start=0, stop=None):
+    """(start, rows) chunks of an array of at most MAX_CHUNK_BYTES."""
+    stop = node.nrows if stop is None else stop
+    row_bytes = max(1, node.dtype.itemsize * int(np.prod(node.shape[1:])))
+    step = max(1, MAX_CHUNK_BYTES // row_bytes)
+    for first in range(start, stop, step):
+        yield first, _read(node, path, first, min(first + step, stop))
 
 
 def copy_instrument(src_path, h5):
@@ -560,6 +657,7 @@ def merge_files(paths, output, skip_groups=(), drop_columns=None, allow_duplicat
     infos = [scan_file(p, skip_groups, drop_columns) for p in paths]
     check_compatible(infos)
     plan = plan_tables(infos)
+    array_plan = plan_arrays(infos)
     small = read_small_tables(infos, plan)
     dup = duplicated_events(infos)
     if dup is not None and not allow_duplicates:
@@ -591,6 +689,16 @@ def merge_files(paths, output, skip_groups=(), drop_columns=None, allow_duplicat
                                                               expected[path])
                     for chunk in _chunks(node, info.path, chunk_rows):
                         target.append(_cast(chunk, dtype))
+                for path, array in info.arrays.items():
+                    node = h5.get_node(path)
+                    target = created.get(path)
+                    if target is None:
+                        dtype, row_shape = array_plan[path]
+                        target = created[path] = create_array(
+                            out, path, dtype, row_shape, ArrayTemplate.of(node),
+                            sum(i.arrays[path].nrows for i in infos if path in i.arrays))
+                    for _, rows in _array_chunks(node, info.path):
+                        target.append(rows)
         for path, (template, rows) in small.items():
             if rows is not None:
                 create_table(out, path, rows.dtype, template, len(rows)).append(rows)
@@ -600,7 +708,7 @@ def merge_files(paths, output, skip_groups=(), drop_columns=None, allow_duplicat
             root["CTA PROCESS ID"] = obs
         set_root_attrs(out, root)
     return {"n_files": len(infos), "n_events": sum(i.n_events for i in infos), "n_tables": len(plan),
-            "duplicates": 0 if dup is None else len(dup[1])}
+            "n_arrays": len(array_plan), "duplicates": 0 if dup is None else len(dup[1])}
 
 
 def _table_digest(node, path, dtype):
@@ -707,6 +815,26 @@ def split_file(path, outputs, fractions, seed, chunk_rows=100_000):
     return n_out
 
 
+def _split_array(h5, info, array, handles, fractions, seed):
+    """Route the rows of an array as the events of its table are routed (to every output if
+    its table is not an event table)."""
+    node, table = h5.get_node(array.path), h5.get_node(array.rows_of)
+    targets = [create_array(out, array.path, array.dtype, array.row_shape, ArrayTemplate.of(node),
+                            max(1, array.nrows // len(handles))) for out in handles]
+    events = info.tables[array.rows_of].kind == EVENTS
+    for first, rows in _array_chunks(node, info.path):
+        if not events:
+            for target in targets:
+                target.append(rows)
+            continue
+        ids = _read(table, info.path, first, first + len(rows))
+        which = split_assignment(ids["obs_id"], ids["event_id"], seed, fractions)
+        for k, target in enumerate(targets):
+            target.append(rows[which == k])
+    for target in targets:
+        target.close()
+
+
 def _split_tables(h5, info, outputs, fractions, seed, chunk_rows, n_out):
     """Write the tables of the open input ``h5`` into the outputs; adds the events per output to ``n_out``."""
     path = info.path
@@ -739,6 +867,8 @@ def _split_tables(h5, info, outputs, fractions, seed, chunk_rows, n_out):
                 parts = scale_rows(table.kind, rows, fractions)
                 for out, part in zip(handles, parts, strict=True):
                     create_table(out, node_path, dtype, template, len(part)).append(part)
+        for node_path, array in info.arrays.items():
+            _split_array(h5, info, array, handles, fractions, seed)
         for out in handles:
             set_root_attrs(out, info.root_attrs)
     finally:
