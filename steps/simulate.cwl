@@ -141,6 +141,11 @@ inputs:
     doc: "Also write raw R0 samples (both gains) and the per-pixel calibration coefficients. Default from the config: False."
     inputBinding:
       prefix: --write-r0
+  compact_dl0:
+    type: boolean?
+    doc: "Write the compact DL0 instead of R1 waveforms - the raw samples of the selected gain (uint16) and the per-pixel calibration coefficients, ~0.3 of the bytes of R1. Default from the config: False."
+    inputBinding:
+      prefix: --compact-dl0
   min_telescopes:
     type: int?
     doc: "Array trigger - minimum number of triggered telescopes. Default from the config: 2."

@@ -481,6 +481,49 @@ def test_same_seed_gives_identical_tables(tmp_path):
     assert a["/simulation/service/shower_distribution"]["n_entries"][0] == 150
 
 
+def test_compact_dl0_holds_the_selected_gain_samples_of_the_r0_run(tmp_path):
+    """--compact-dl0 and --write-r0 with one seed simulate the same events: the compact file stores the R0 of
+    the selected gain, DL0Reader calibrates it in float32 as calibrate_r1 does, and iactpipe-dl0-to-dl1 processes it."""
+    from iactpipe.steps.dl0_to_dl1 import Dl0ToDl1Step
+
+    common = ["--particle", "gamma", "--n-showers", 120, "--energy-min", 0.5, "--energy-max", 20,
+              "--telescopes", 1, 2, 3, 4, "--scatter-radius", 200, "--seed", 4]
+    full, compact = tmp_path / "r0.dl0.h5", tmp_path / "compact.dl0.h5"
+    assert run_cli(*common, "--write-r0", "--output", full) == 0
+    assert run_cli(*common, "--compact-dl0", "--output", compact) == 0
+    assert validate_file(compact, require_schema=True) == []
+    with tables.open_file(compact) as h5:
+        assert h5.root._v_attrs["CTA PRODUCT DATA LEVELS"] == "DL0"
+        assert "/r1/event/telescope" not in h5 and "/dl0/event/telescope/samples/tel_001" in h5
+    with DL0Reader(full) as a, DL0Reader(compact) as b:
+        assert b.kind == "dl0"
+        calibration = a.run_info.calibration
+        pairs = list(zip(a.iter_batches(50), b.iter_batches(50), strict=True))
+    n_tel_events = 0
+    for batch_r0, batch_dl0 in pairs:
+        np.testing.assert_array_equal(batch_r0.event_id, batch_dl0.event_id)
+        assert batch_r0.tel.keys() == batch_dl0.tel.keys()
+        for tel_id, te in batch_r0.tel.items():
+            other = batch_dl0.tel[tel_id]
+            np.testing.assert_array_equal(other.selected_gain_channel, te.selected_gain_channel)
+            c = calibration[tel_id]
+            gain = te.selected_gain_channel.astype(np.intp)
+            samples = np.take_along_axis(te.r0, gain[:, None, :, None], axis=1)[:, 0].astype(np.float32)
+            pixels = np.arange(gain.shape[1])
+            pedestal = c.pedestal_per_sample.astype(np.float32)[gain, pixels][..., None]
+            factor = c.dc_to_pe.astype(np.float32)[gain, pixels][..., None]
+            r1 = (samples - pedestal) * factor  # float32 numpy: the same two roundings as the kernel
+            np.testing.assert_array_equal(other.r1.view(np.uint32), r1.view(np.uint32))
+            n_tel_events += len(te)
+    assert n_tel_events > 20
+    assert compact.stat().st_size < 0.5 * full.stat().st_size
+    dl1 = tmp_path / "compact.dl1.h5"
+    assert Dl0ToDl1Step().main([str(compact), "-o", str(dl1), "--log-level", "WARNING"]) == 0
+    with tables.open_file(dl1) as h5:
+        rows = sum(n.nrows for n in h5.get_node("/dl1/event/telescope/parameters")._f_iter_nodes("Table"))
+    assert rows == n_tel_events
+
+
 def _equal_with_nan(x, y):
     if x.dtype != y.dtype or x.shape != y.shape:
         return False
@@ -522,6 +565,8 @@ def test_cheap_preselection_does_not_lose_triggers():
     (["-c", "{config}"], "no_such_key"),
     (["--telescopes", "1", "--min-telescopes", "2"], "min_telescopes"),
     (["--images-only", "--write-r0"], "write_r0"),
+    (["--compact-dl0", "--write-r0"], "compact_dl0"),
+    (["--compact-dl0", "--images-only"], "compact_dl0"),
     (["--zenith", "nan"], "zenith"),
 ])
 def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, capsys, args, message):

@@ -90,6 +90,7 @@ class SimulationConfig:
     observation_altitude: float | None = None
     images_only: bool = False
     write_r0: bool = False
+    compact_dl0: bool = False
     min_telescopes: int = 2
     trigger_threshold: float = 6.0
     trigger_neighbours: int = 2
@@ -125,6 +126,15 @@ class SimulationConfig:
             raise ConfigError(f"key 'core_plane': {self.core_plane!r} is not one of: {', '.join(CORE_PLANES)}")
         if self.images_only and self.write_r0:
             raise ConfigError("keys 'images_only'/'write_r0': raw R0 waveforms cannot be written in images-only mode")
+        if self.compact_dl0 and (self.images_only or self.write_r0):
+            other = "images_only" if self.images_only else "write_r0"
+            raise ConfigError(f"keys 'compact_dl0'/'{other}': the compact DL0 holds the selected-gain samples "
+                              f"only, choose one of the two")
+
+    @property
+    def needs_r0(self):
+        """Whether the raw samples (and the calibration coefficients) are written."""
+        return self.write_r0 or self.compact_dl0
 
 
 @dataclass
@@ -306,7 +316,7 @@ class ShowerSimulator:
             obs_id=self.config.obs_id, subarray=self.subarray,
             pointing_alt=float(np.rad2deg(self.pointing_alt)), pointing_az=float(np.rad2deg(self.pointing_az)),
             simulation_config=self.simulation_config(), shower_distribution=self.shower_distribution,
-            calibration=self.calibration if self.config.write_r0 else {}, is_simulation=True,
+            calibration=self.calibration if self.config.needs_r0 else {}, is_simulation=True,
             start_time_mjd=self.start_time_mjd, atmosphere_profile=self.atmosphere_profile(),
         )
 
@@ -504,7 +514,7 @@ class ShowerSimulator:
             r1 = np.empty((n, elec.n_pixels, elec.n_samples), np.float32)
             gains = np.empty((n, elec.n_pixels), np.int8)
             status = np.empty((n, elec.n_pixels), np.uint8)
-            if cfg.write_r0:
+            if cfg.needs_r0:
                 r0 = np.empty((n, elec.n_gains, elec.n_pixels, elec.n_samples), np.uint16)
         for r, (k, (_, pix, t, _)) in enumerate(rows):
             refs = reference_times[k]

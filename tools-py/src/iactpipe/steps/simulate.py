@@ -50,6 +50,8 @@ class SimulateStep(Step):
             mode, levels = "images", ("DL1_IMAGES",)
         elif sim_config.write_r0:
             mode, levels = "r0", ("R0", "R1")
+        elif sim_config.compact_dl0:
+            mode, levels = "dl0", ("DL0",)
         else:
             mode, levels = "r1", ("R1",)
         if cfg["observation"]["enabled"]:
