@@ -39,7 +39,7 @@ from ..errors import DataError
 from ..instrument.subarray import LAYOUT, SubarrayDescription
 from ..provenance import DATA_MODEL_VERSION
 from .events import EVENT_TYPE_SUBARRAY, EventBatch, RunInfo, TelescopeCalibration, TelescopeEvents
-from .tables import OPEN_PARAMS, HDF5Writer
+from .tables import OPEN_PARAMS, ROWS_OF_ATTR, HDF5Writer
 
 __all__ = ["DL0Writer", "DL0Reader", "mjd_to_high_res", "high_res_to_mjd", "UNIX_TAI_EPOCH_MJD",
            "selected_gain_samples", "r1_from_selected_samples", "r1_from_kept_samples",
@@ -75,8 +75,8 @@ DL0_WAVEFORMS_GROUP = "/dl0/event/telescope/waveforms"
 #: ... and, row for row, its raw samples of the selected gain: uint16 arrays (n_events, n_pixels, n_samples)
 DL0_SAMPLES_GROUP = "/dl0/event/telescope/samples"
 PRODUCER = b"simulation"
-#: waveform groups of raw ADC samples (R0, compact and reduced DL0: lz4 stores them in ~0.8 of their
-#: size; zstd would bound the DL0 -> DL1 step, lz4 reads ~5x and writes ~7x faster)
+#: tables of raw ADC samples (R0, reduced DL0: lz4 stores them in ~0.8 of their size; zstd would
+#: bound the DL0 -> DL1 step, lz4 reads ~5x and writes ~7x faster)
 WAVEFORM_FILTERS = tables.Filters(complevel=1, complib="blosc:lz4", shuffle=True, fletcher32=True)
 #: float32 R1 waveforms: lz4 saves ~1 % of their bytes and more than doubles the time to read them
 #: (LSTCam row: 157 instead of 70 µs); they are stored uncompressed, with the checksum
@@ -324,8 +324,6 @@ class DL0Writer:
         """Compact DL0: append rows to ``DL0_SAMPLES_GROUP/tel_XXX`` (created by the first batch)."""
         node = self._samples.get(tel_id)
         if node is None:
-            from .filemerge import ROWS_OF_ATTR
-
             row_shape = tuple(samples.shape[1:])
             node = self._writer.h5.create_earray(
                 DL0_SAMPLES_GROUP, f"tel_{tel_id:03d}", atom=tables.UInt16Atom(), shape=(0, *row_shape),

@@ -35,7 +35,7 @@ from numba import njit
 
 from ..errors import DataError
 from ..instrument import SubarrayDescription
-from .tables import FILTERS, OPEN_PARAMS
+from .tables import FILTERS, OPEN_PARAMS, ROWS_OF_ATTR
 
 __all__ = [
     "INSTRUMENT_GROUP",
@@ -83,8 +83,6 @@ KEY_COLUMNS = {RUN: ("obs_id",), DISTRIBUTION: ("obs_id", "hist_id"), STATISTICS
 
 #: rows of one chunk are capped at this many bytes (images: a few thousand rows)
 MAX_CHUNK_BYTES = 64 * 2**20
-#: attribute of an array whose rows are those of a table (same number, same order)
-ROWS_OF_ATTR = "IACTPIPE_ROWS_OF"
 
 
 def table_kind(path, colnames):
@@ -689,7 +687,7 @@ def merge_files(paths, output, skip_groups=(), drop_columns=None, allow_duplicat
                                                               expected[path])
                     for chunk in _chunks(node, info.path, chunk_rows):
                         target.append(_cast(chunk, dtype))
-                for path, array in info.arrays.items():
+                for path in info.arrays:
                     node = h5.get_node(path)
                     target = created.get(path)
                     if target is None:
@@ -867,7 +865,7 @@ def _split_tables(h5, info, outputs, fractions, seed, chunk_rows, n_out):
                 parts = scale_rows(table.kind, rows, fractions)
                 for out, part in zip(handles, parts, strict=True):
                     create_table(out, node_path, dtype, template, len(part)).append(part)
-        for node_path, array in info.arrays.items():
+        for array in info.arrays.values():
             _split_array(h5, info, array, handles, fractions, seed)
         for out in handles:
             set_root_attrs(out, info.root_attrs)

@@ -47,6 +47,8 @@ CHUNK_CACHE_SIZE = 2**20
 NODE_CACHE_SLOTS = 4096
 #: keyword arguments of ``tables.open_file`` for event files
 OPEN_PARAMS = {"node_cache_slots": NODE_CACHE_SLOTS, "chunk_cache_size": CHUNK_CACHE_SIZE}
+#: attribute of an array whose rows are those of a table (same number, same order), e.g. the compact DL0's samples
+ROWS_OF_ATTR = "IACTPIPE_ROWS_OF"
 _TEMPLATE = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
