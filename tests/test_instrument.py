@@ -323,6 +323,36 @@ def test_neighbors_equal_ctapipe(source_subarrays, name):
         assert np.diff(indptr).max() == 8
 
 
+def _kdtree_neighbors(x, y, k, radius, norm):
+    """ctapipe's own construction (scipy k-d tree), as the reference for ours."""
+    from scipy.spatial import cKDTree
+
+    distances, candidates = cKDTree(np.column_stack([x, y])).query(np.column_stack([x, y]), k=k + 1, p=norm)
+    inside = distances[:, 1:] < radius * distances[:, 1:].min(axis=1)[:, np.newaxis]
+    return [sorted(c[1:][m]) for c, m in zip(candidates, inside, strict=True)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_neighbors_equal_a_kdtree_on_irregular_pixels(seed):
+    """Jittered hexagonal and square grids with holes (no exact distance ties): the same lists as scipy's k-d tree."""
+    rng = np.random.default_rng(seed)
+    i, j = np.meshgrid(np.arange(40), np.arange(35))
+    hex_x, hex_y = (i + 0.5 * (j % 2)).ravel() * 0.05, j.ravel() * 0.05 * np.sqrt(3) / 2
+    cases = [(hex_x, hex_y, "hexagon", False, 6, 1.4, 2), (i.ravel() * 0.006, j.ravel() * 0.006, "square", False, 4, 1.5, 1),
+             (i.ravel() * 0.006, j.ravel() * 0.006, "square", True, 8, 1.95, 2)]
+    for x, y, pix_type, diagonal, k, radius, norm in cases:
+        keep = rng.uniform(size=len(x)) > 0.1
+        scale = 0.05 if pix_type == "hexagon" else 0.006
+        x = x[keep] + rng.normal(0, 0.03 * scale, keep.sum())
+        y = y[keep] + rng.normal(0, 0.03 * scale, keep.sum())
+        indptr, indices = neighbors_csr(x, y, pix_type, diagonal=diagonal)
+        expected = _kdtree_neighbors(x, y, k, radius, norm)
+        assert [list(indices[indptr[p]:indptr[p + 1]]) for p in range(len(x))] == expected, (pix_type, diagonal)
+    assert neighbors_csr(np.zeros(1), np.zeros(1), "hexagon")[0].tolist() == [0, 0]
+    indptr, indices = neighbors_csr(np.array([0.0, 1.0, 3.0]), np.zeros(3), "hexagon")
+    assert indptr.tolist() == [0, 1, 2, 3] and indices.tolist() == [1, 0, 1]
+
+
 @pytest.mark.parametrize("name", CAMERAS)
 def test_telescope_frame_equals_ctapipe(source_subarrays, name):
     from ctapipe.coordinates import TelescopeFrame

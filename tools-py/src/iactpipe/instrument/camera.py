@@ -58,7 +58,7 @@ class CameraGeometry:
 
 
 def neighbors_csr(pix_x, pix_y, pix_type, diagonal=False):
-    """Pixel neighbours with ctapipe's rule (k-d tree, distance < r × nearest distance).
+    """Pixel neighbours with ctapipe's rule (k nearest, distance < r × the nearest distance).
 
     Hexagonal and circular pixels: up to 6 neighbours within 1.4× the nearest
     distance (L2).  Square pixels: up to 4 within 1.5× (L1), or 8 within 1.95×
@@ -73,11 +73,10 @@ def neighbors_csr(pix_x, pix_y, pix_type, diagonal=False):
         k, radius, norm = 8, 1.95, 2
     else:
         k, radius, norm = 4, 1.5, 1
-    points = np.column_stack([pix_x, pix_y])
-    from scipy.spatial import cKDTree  # imported here: ~0.3 s of every step's start-up otherwise
+    from ._neighbors import k_nearest  # numba, imported here: loaded only by steps that need neighbours
 
-    distances, candidates = cKDTree(points).query(points, k=k + 1, p=norm)
-    distances, candidates = distances[:, 1:], candidates[:, 1:]
+    k = min(k, n - 1)
+    distances, candidates = k_nearest(np.asarray(pix_x, np.float64), np.asarray(pix_y, np.float64), k, norm == 1)
     inside = distances < radius * distances.min(axis=1)[:, np.newaxis]
     counts = inside.sum(axis=1)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
