@@ -516,6 +516,37 @@ def test_compact_dl0_bad_samples(tmp_path, r0_file, capsys):
     with DL0Reader(wrong) as reader, pytest.raises(DataError, match="samples/tel_001 holds uint16 rows of shape"):
         list(reader.iter_batches(1000))
 
+    negative = tmp_path / "negative.dl0.h5"
+    _write_compact(negative, r0_file, 1)
+    with tables.open_file(negative, "a") as h5:
+        node = h5.get_node("/dl0/event/telescope/waveforms/tel_001")
+        gains = node.col("selected_gain_channel")
+        gains[0, 5] = -1
+        node.modify_column(colname="selected_gain_channel", column=gains)
+    with DL0Reader(negative) as reader, pytest.raises(DataError, match="selects a gain channel"):
+        list(reader.iter_batches(1000))
+
+
+def test_row_aligned_arrays_need_an_event_table_and_its_company(tmp_path, r0_file):
+    """Merge/split keep an array with its table: only for event tables, and never one without the other."""
+    from iactpipe.io.filemerge import merge_files
+
+    path = tmp_path / "compact.dl0.h5"
+    _write_compact(path, r0_file, 1)
+    with pytest.raises(DataError, match="samples/tel_001 holds the rows of .*: skip both or neither"):
+        merge_files([path], tmp_path / "m.h5", skip_groups=("/dl0/event/telescope/samples",))
+    summary = merge_files([path], tmp_path / "both.h5", skip_groups=("/dl0/event/telescope/samples",
+                                                                     "/dl0/event/telescope/waveforms"))
+    assert summary["n_arrays"] == 0
+    with tables.open_file(path, "a") as h5:
+        rows = np.zeros(3, [("time", "f8")])
+        h5.create_table("/dl0/monitoring", "foo", obj=rows, createparents=True)
+        array = h5.create_earray("/dl0/monitoring", "foo_samples", obj=np.zeros((3, 2), np.uint16))
+        array.attrs["IACTPIPE_ROWS_OF"] = "/dl0/monitoring/foo"
+    with pytest.raises(DataError, match="foo_samples holds the rows of /dl0/monitoring/foo, which is not an event"):
+        merge_files([path], tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+
 
 def test_compact_dl0_needs_one_calibration_per_run(tmp_path, r0_file):
     from dataclasses import replace

@@ -351,6 +351,8 @@ def test_neighbors_equal_a_kdtree_on_irregular_pixels(seed):
     assert neighbors_csr(np.zeros(1), np.zeros(1), "hexagon")[0].tolist() == [0, 0]
     indptr, indices = neighbors_csr(np.array([0.0, 1.0, 3.0]), np.zeros(3), "hexagon")
     assert indptr.tolist() == [0, 1, 2, 3] and indices.tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="pixel positions must be finite"):
+        neighbors_csr(np.arange(5.0), np.array([0, np.nan, 0, 0, 0]), "hexagon")
 
 
 @pytest.mark.parametrize("name", CAMERAS)

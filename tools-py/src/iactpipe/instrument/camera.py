@@ -32,7 +32,10 @@ class CameraGeometry:
     def neighbors(self):
         """Neighbour lists as CSR arrays ``(indptr, indices)`` (like ctapipe's neighbor matrix)."""
         if self._neighbors is None:
-            self._neighbors = neighbors_csr(self.pix_x, self.pix_y, self.pix_type)
+            try:
+                self._neighbors = neighbors_csr(self.pix_x, self.pix_y, self.pix_type)
+            except ValueError as err:
+                raise ValueError(f"camera {self.name}: {err}") from None
         return self._neighbors
 
     @property
@@ -73,6 +76,8 @@ def neighbors_csr(pix_x, pix_y, pix_type, diagonal=False):
         k, radius, norm = 8, 1.95, 2
     else:
         k, radius, norm = 4, 1.5, 1
+    if not (np.isfinite(pix_x).all() and np.isfinite(pix_y).all()):
+        raise ValueError("pixel positions must be finite")
     from ._neighbors import k_nearest  # numba, imported here: loaded only by steps that need neighbours
 
     k = min(k, n - 1)

@@ -732,7 +732,8 @@ class DL0Reader:
                                 f"({COEFFICIENTS_GROUP}/tel_{tel_id:03d})")
             te.selected_gain_channel = rows["selected_gain_channel"]
             te.pixel_status = rows["pixel_status"]
-            if len(rows) and np.max(te.selected_gain_channel) >= calibration.dc_to_pe.shape[0]:
+            if len(rows) and (np.max(te.selected_gain_channel) >= calibration.dc_to_pe.shape[0]
+                              or np.min(te.selected_gain_channel) < 0):
                 raise DataError(f"{self.path}: {main_group}/tel_{tel_id:03d} selects a gain channel "
                                 f"the coefficients do not have")
             te.r1 = r1_from_selected_samples(self._dl0_samples(rows, tel_id, start, stop),

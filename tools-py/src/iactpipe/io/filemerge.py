@@ -208,6 +208,8 @@ def scan_file(path, skip_groups=(), drop_columns=None, h5=None):
                 continue
             group = node._v_parent._v_pathname
             if any(node_path.startswith(g + "/") for g in skip_groups):
+                if rows_of is not None and not any(rows_of.startswith(g + "/") for g in skip_groups):
+                    raise DataError(f"{path}: {node_path} holds the rows of {rows_of}: skip both or neither")
                 continue
             if rows_of is not None:
                 if node.nrows:
@@ -238,6 +240,8 @@ def scan_file(path, skip_groups=(), drop_columns=None, h5=None):
             raise DataError(f"{path}: {array.path} holds the rows of {array.rows_of}, which is missing")
         if table.nrows != array.nrows:
             raise DataError(f"{path}: {array.path} has {array.nrows} rows, {array.rows_of} {table.nrows}")
+        if table.kind != EVENTS:
+            raise DataError(f"{path}: {array.path} holds the rows of {array.rows_of}, which is not an event table")
     arrays = {p: a for p, a in arrays.items() if a.rows_of in found}
     info = InputFile(path, found, subarray, root_attrs, obs_ids.astype(np.int64), n_events, arrays=arrays)
     info.event_groups = {event_group(p) for p, t in found.items() if t.kind == EVENTS}
