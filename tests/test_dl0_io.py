@@ -419,15 +419,21 @@ def _r1_by_event(path):
     return out
 
 
-def test_compact_dl0_split_and_merge_keep_samples_with_their_rows(tmp_path, r0_file, capsys):
+def test_compact_dl0_split_and_merge_keep_samples_with_their_rows(tmp_path, r0_file, capsys, monkeypatch):
     """The samples array goes with its table: split routes its rows with their events, merge appends
-    them in the same order; every telescope event reads back with its own R1."""
+    them in the same order; every telescope event reads back with its own R1 (arrays read a few
+    rows at a time, so the chunks' row offsets matter)."""
+    from iactpipe.io import filemerge
     from iactpipe.steps.merge import MergeStep
     from iactpipe.steps.split import SplitStep
 
     source = tmp_path / "compact.dl0.h5"
     _write_compact(source, r0_file)
     original = _r1_by_event(source)
+    with tables.open_file(source) as h5:
+        node = h5.get_node("/dl0/event/telescope/samples/tel_001")
+        assert node.nrows > 6
+        monkeypatch.setattr(filemerge, "MAX_CHUNK_BYTES", 3 * node.dtype.itemsize * int(np.prod(node.shape[1:])))
     parts = [tmp_path / "a.dl0.h5", tmp_path / "b.dl0.h5"]
     assert SplitStep().main([str(source), "-o", str(parts[0]), "-o", str(parts[1]), "--fraction", "0.4",
                              "--log-level", "WARNING"]) == 0, capsys.readouterr().err

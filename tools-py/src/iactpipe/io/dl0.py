@@ -75,19 +75,15 @@ DL0_WAVEFORMS_GROUP = "/dl0/event/telescope/waveforms"
 #: ... and, row for row, its raw samples of the selected gain: uint16 arrays (n_events, n_pixels, n_samples)
 DL0_SAMPLES_GROUP = "/dl0/event/telescope/samples"
 PRODUCER = b"simulation"
-#: tables of raw ADC samples (R0, reduced DL0: lz4 stores them in ~0.8 of their size; zstd would
-#: bound the DL0 -> DL1 step, lz4 reads ~5x and writes ~7x faster)
+#: raw ADC samples (R0, compact and reduced DL0; zstd would bound the DL0 -> DL1 step, lz4 reads ~5x
+#: and writes ~7x faster).  lz4 stores table rows in ~0.8 of their size; the compact DL0's uint16
+#: arrays, where the shuffle works on 2-byte items, in ~0.6, ~2.4x faster to read (run202 LSTCam rows)
 WAVEFORM_FILTERS = tables.Filters(complevel=1, complib="blosc:lz4", shuffle=True, fletcher32=True)
 #: float32 R1 waveforms: lz4 saves ~1 % of their bytes and more than doubles the time to read them
 #: (LSTCam row: 157 instead of 70 µs); they are stored uncompressed, with the checksum
 FLOAT_WAVEFORM_FILTERS = tables.Filters(complevel=0, fletcher32=True)
-#: compact DL0 samples: an array of uint16 (not a table column), so the shuffle works on 2-byte
-#: items: ~0.6 of their bytes and ~2.4x faster to read than lz4 in a table (run202 LSTCam rows);
-#: one telescope event a chunk
-SAMPLES_FILTERS = tables.Filters(complevel=1, complib="blosc:lz4", shuffle=True, fletcher32=True)
 #: filters of the waveform groups
-_GROUP_FILTERS = {R1_GROUP: FLOAT_WAVEFORM_FILTERS, REDUCED_WAVEFORMS_GROUP: FLOAT_WAVEFORM_FILTERS,
-                  DL0_SAMPLES_GROUP: SAMPLES_FILTERS}
+_GROUP_FILTERS = {R1_GROUP: FLOAT_WAVEFORM_FILTERS, REDUCED_WAVEFORMS_GROUP: FLOAT_WAVEFORM_FILTERS}
 DATA_LEVELS = {"r1": "R1", "r0": "R0,R1", "images": "DL1_IMAGES", "reduced": "R1", "dl0": "DL0"}
 
 
@@ -327,7 +323,7 @@ class DL0Writer:
             row_shape = tuple(samples.shape[1:])
             node = self._writer.h5.create_earray(
                 DL0_SAMPLES_GROUP, f"tel_{tel_id:03d}", atom=tables.UInt16Atom(), shape=(0, *row_shape),
-                filters=SAMPLES_FILTERS, chunkshape=(1, *row_shape),
+                filters=WAVEFORM_FILTERS, chunkshape=(1, *row_shape),  # one telescope event a chunk
                 title="raw samples of the selected gain (n_events, n_pixels, n_samples)")
             node.attrs[ROWS_OF_ATTR] = f"{DL0_WAVEFORMS_GROUP}/tel_{tel_id:03d}"
             self._samples[tel_id] = node

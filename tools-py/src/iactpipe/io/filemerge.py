@@ -211,13 +211,11 @@ def scan_file(path, skip_groups=(), drop_columns=None, h5=None):
                 if rows_of is not None and not any(rows_of.startswith(g + "/") for g in skip_groups):
                     raise DataError(f"{path}: {node_path} holds the rows of {rows_of}: skip both or neither")
                 continue
-            if rows_of is not None:
-                if node.nrows:
-                    _read(node, path, node.nrows - 1, node.nrows)
-                arrays[node_path] = InputArray(node_path, rows_of, node.dtype, tuple(node.shape[1:]), int(node.nrows))
-                continue
             if node.nrows:
                 _read(node, path, node.nrows - 1, node.nrows)
+            if rows_of is not None:
+                arrays[node_path] = InputArray(node_path, rows_of, node.dtype, tuple(node.shape[1:]), int(node.nrows))
+                continue
             dtype = _drop(node.dtype, drop_columns.get(group, ()))
             found[node_path] = InputTable(node_path, table_kind(node_path, node.colnames), dtype, int(node.nrows))
         obs_ids, n_events = np.zeros(0, np.int64), 0
@@ -282,7 +280,9 @@ def _event_ids(path, obs_ids):
 
 
 def _chunks(node, path, chunk_rows=100_000):
-    step = max(1, min(int(chunk_rows), MAX_CHUNK_BYTES // max(node.dtype.itemsize, 1)))
+    """Rows of a table or an array, at most ``chunk_rows`` and MAX_CHUNK_BYTES at a time."""
+    row_bytes = node.dtype.itemsize * int(np.prod(node.shape[1:]))  # an array's row: several items
+    step = max(1, min(int(chunk_rows), MAX_CHUNK_BYTES // max(row_bytes, 1)))
     for start in range(0, node.nrows, step):
         yield _read(node, path, start, min(start + step, node.nrows))
 
@@ -512,15 +512,6 @@ def create_array(h5, path, dtype, row_shape, template, expected_rows):
     return array
 
 
-def _array_chunks(node, path, start=0, stop=None):
-    """(start, rows) chunks of an array of at most MAX_CHUNK_BYTES."""
-    stop = node.nrows if stop is None else stop
-    row_bytes = max(1, node.dtype.itemsize * int(np.prod(node.shape[1:])))
-    step = max(1, MAX_CHUNK_BYTES // row_bytes)
-    for first in range(start, stop, step):
-        yield first, _read(node, path, first, min(first + step, stop))
-
-
 def copy_instrument(src_path, h5):
     """Copy ``/configuration/instrument`` (tables and attributes as they are) into an open output.
 
@@ -699,7 +690,7 @@ def merge_files(paths, output, skip_groups=(), drop_columns=None, allow_duplicat
                         target = created[path] = create_array(
                             out, path, dtype, row_shape, ArrayTemplate.of(node),
                             sum(i.arrays[path].nrows for i in infos if path in i.arrays))
-                    for _, rows in _array_chunks(node, info.path):
+                    for rows in _chunks(node, info.path):
                         target.append(rows)
         for path, (template, rows) in small.items():
             if rows is not None:
@@ -817,19 +808,15 @@ def split_file(path, outputs, fractions, seed, chunk_rows=100_000):
     return n_out
 
 
-def _split_array(h5, info, array, handles, fractions, seed):
-    """Route the rows of an array as the events of its table are routed (to every output if
-    its table is not an event table)."""
+def _split_array(h5, path, array, handles, fractions, seed):
+    """Route the rows of an array as the events of its (event) table are routed."""
     node, table = h5.get_node(array.path), h5.get_node(array.rows_of)
     targets = [create_array(out, array.path, array.dtype, array.row_shape, ArrayTemplate.of(node),
                             max(1, array.nrows // len(handles))) for out in handles]
-    events = info.tables[array.rows_of].kind == EVENTS
-    for first, rows in _array_chunks(node, info.path):
-        if not events:
-            for target in targets:
-                target.append(rows)
-            continue
-        ids = _read(table, info.path, first, first + len(rows))
+    first = 0
+    for rows in _chunks(node, path):
+        ids = _read(table, path, first, first + len(rows))
+        first += len(rows)
         which = split_assignment(ids["obs_id"], ids["event_id"], seed, fractions)
         for k, target in enumerate(targets):
             target.append(rows[which == k])
@@ -870,7 +857,7 @@ def _split_tables(h5, info, outputs, fractions, seed, chunk_rows, n_out):
                 for out, part in zip(handles, parts, strict=True):
                     create_table(out, node_path, dtype, template, len(part)).append(part)
         for array in info.arrays.values():
-            _split_array(h5, info, array, handles, fractions, seed)
+            _split_array(h5, path, array, handles, fractions, seed)
         for out in handles:
             set_root_attrs(out, info.root_attrs)
     finally:
