@@ -533,6 +533,35 @@ def test_compact_dl0_bad_samples(tmp_path, r0_file, capsys):
         list(reader.iter_batches(1000))
 
 
+def test_compact_dl0_samples_are_decoded_past_hdf5_and_checked(tmp_path, r0_file, capsys):
+    """The reader decodes the compact samples itself (io/chunks.py), to the same R1 as PyTables' read; a
+    corrupt chunk is a one-line error of iactpipe-dl0-to-dl1 naming file, array and row, with no output."""
+    from iactpipe.io.chunks import RowChunkReader
+    from iactpipe.steps.dl0_to_dl1 import Dl0ToDl1Step
+
+    path = tmp_path / "compact.dl0.h5"
+    _write_compact(path, r0_file, 2)
+    with tables.open_file(path) as h5:
+        node = h5.get_node("/dl0/event/telescope/samples/tel_001")
+        assert RowChunkReader(node, path).direct
+        stored = node.read()
+        info = node.chunk_info((1, 0, 0))
+    with DL0Reader(path) as reader:
+        rows = reader.h5.get_node("/dl0/event/telescope/waveforms/tel_001").read()
+        assert np.array_equal(reader._dl0_samples(rows, 1, 0, len(rows)), stored)
+    with open(path, "r+b") as f:  # flip a byte of row 1's compressed samples
+        f.seek(info.offset + info.size // 2)
+        byte = f.read(1)[0]
+        f.seek(info.offset + info.size // 2)
+        f.write(bytes([byte ^ 0xFF]))
+    output = tmp_path / "out.dl1.h5"
+    assert Dl0ToDl1Step().main([str(path), "-o", str(output), "--log-level", "WARNING"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"iactpipe-dl0-to-dl1: error: {path}: /dl0/event/telescope/samples/tel_001 row 1: "
+                   "fletcher32 checksum mismatch (corrupt file?)"]
+    assert not output.exists()
+
+
 def test_row_aligned_arrays_need_an_event_table_and_its_company(tmp_path, r0_file):
     """Merge/split keep an array with its table: only for event tables, and never one without the other."""
     from iactpipe.io.filemerge import merge_files

@@ -38,6 +38,7 @@ import tables
 from ..errors import DataError
 from ..instrument.subarray import LAYOUT, SubarrayDescription
 from ..provenance import DATA_MODEL_VERSION
+from .chunks import RowChunkReader
 from .events import EVENT_TYPE_SUBARRAY, EventBatch, RunInfo, TelescopeCalibration, TelescopeEvents
 from .tables import OPEN_PARAMS, ROWS_OF_ATTR, HDF5Writer
 
@@ -535,6 +536,7 @@ class DL0Reader:
             raise
         self._run_info = None
         self._nodes = {}
+        self._chunk_readers = {}  # array path -> RowChunkReader
 
     def __enter__(self):
         return self
@@ -632,7 +634,14 @@ class DL0Reader:
         path = f"{group}/tel_{tel_id:03d}"
         if node.nrows < stop:
             raise DataError(f"{self.path}: {path} has {node.nrows} rows, the triggers need {stop}")
-        return node.read(start=start, stop=stop)
+        return self._chunk_reader(node).read(start, stop)
+
+    def _chunk_reader(self, node):
+        """The RowChunkReader of a node (made once per reader)."""
+        reader = self._chunk_readers.get(node._v_pathname)
+        if reader is None:
+            reader = self._chunk_readers[node._v_pathname] = RowChunkReader(node, self.path)
+        return reader
 
     def iter_batches(self, batch_size=1000, tel_ids=None):
         """Yield EventBatch objects of at most ``batch_size`` array events, in file order.
@@ -763,15 +772,17 @@ class DL0Reader:
         column in files of data model iactpipe-dl0 v1)."""
         if "waveform" in rows.dtype.names:
             return rows["waveform"]
-        samples = self._tel_rows(DL0_SAMPLES_GROUP, tel_id, start, stop)
+        node = self._tel_node(DL0_SAMPLES_GROUP, tel_id)
         path = f"{DL0_SAMPLES_GROUP}/tel_{tel_id:03d}"
-        if samples is None:
+        if node is None:
             raise DataError(f"{self.path}: {path} missing")
         n_pixels = rows["selected_gain_channel"].shape[1]
-        if samples.ndim != 3 or samples.shape[1] != n_pixels or samples.dtype != np.uint16:
-            raise DataError(f"{self.path}: {path} holds {samples.dtype} rows of shape {samples.shape[1:]}, "
+        if len(node.shape) != 3 or node.shape[1] != n_pixels or node.atom.dtype != np.uint16:
+            raise DataError(f"{self.path}: {path} holds {node.atom.dtype} rows of shape {tuple(node.shape[1:])}, "
                             f"not uint16 samples of {n_pixels} pixels")
-        return samples
+        if node.nrows < stop:
+            raise DataError(f"{self.path}: {path} has {node.nrows} rows, the triggers need {stop}")
+        return self._chunk_reader(node).read(start, stop)
 
     def _reduced_events(self, te, tel_id, start, stop, event_ids, waveform_cursor):
         """Reduced DL0: the pixel table's rows ``start:stop`` and the rows of their kept waveforms.

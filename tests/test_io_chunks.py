@@ -1,0 +1,159 @@
+"""io/chunks.py: rows of one-row-a-chunk HDF5 arrays decoded past HDF5's filter pipeline."""
+
+import numpy as np
+import pytest
+import tables
+from iactpipe.errors import DataError
+from iactpipe.io._fletcher32 import fletcher32
+from iactpipe.io.chunks import RowChunkReader, blosc_decoder
+
+
+def _hdf5_fletcher32(data):
+    """HDF5's H5_checksum_fletcher32, word by word (the oracle for the block-wise kernel)."""
+    sum1 = sum2 = 0
+    words = [(data[i] << 8) | data[i + 1] for i in range(0, len(data) - 1, 2)]
+    for start in range(0, len(words), 360):
+        for word in words[start:start + 360]:
+            sum1 += word
+            sum2 += sum1
+        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    if len(data) % 2:
+        sum1 += data[-1] << 8
+        sum2 += sum1
+        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+    sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    return (sum2 << 16) | sum1
+
+
+@pytest.mark.parametrize("n_bytes", [0, 1, 2, 3, 719, 720, 721, 1441, 5000])
+def test_fletcher32_is_hdf5s_algorithm(n_bytes):
+    rng = np.random.default_rng(n_bytes)
+    for data in (rng.integers(0, 256, n_bytes).astype(np.uint8), np.full(n_bytes, 255, np.uint8)):
+        assert int(fletcher32(data)) == _hdf5_fletcher32(data.tolist())
+
+
+def _array(h5, name, data, filters, chunkshape=None):
+    chunkshape = chunkshape or (1, *data.shape[1:])
+    node = h5.create_earray("/", name, obj=data, filters=filters, chunkshape=chunkshape)
+    return node
+
+
+def test_fletcher32_matches_the_checksums_hdf5_stored(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 4000, (6, 37, 11)).astype(np.uint16)  # 814-byte rows: more than 360 words
+    odd = rng.integers(0, 256, (4, 721)).astype(np.uint8)  # an odd number of bytes
+    with tables.open_file(tmp_path / "f.h5", "w") as h5:
+        for node in (_array(h5, "a", data, tables.Filters(fletcher32=True)),
+                     _array(h5, "b", data, tables.Filters(1, "blosc:lz4", shuffle=True, fletcher32=True)),
+                     _array(h5, "c", odd, tables.Filters(fletcher32=True))):
+            for row in range(node.nrows):
+                raw = node.read_chunk((row,) + (0,) * (node.ndim - 1))
+                assert int(fletcher32(np.frombuffer(raw[:-4], np.uint8))) == int.from_bytes(raw[-4:], "little")
+
+
+PIPELINES = {
+    "none": tables.Filters(complevel=0),
+    "fletcher32": tables.Filters(complevel=0, fletcher32=True),
+    "blosc:lz4": tables.Filters(1, "blosc:lz4", shuffle=True),
+    "blosc:lz4+fletcher32": tables.Filters(1, "blosc:lz4", shuffle=True, fletcher32=True),
+    "blosc:zstd+fletcher32": tables.Filters(5, "blosc:zstd", shuffle=True, fletcher32=True),
+    "blosc:blosclz bitshuffle": tables.Filters(3, "blosc:blosclz", bitshuffle=True, fletcher32=True),
+}
+
+
+@pytest.mark.parametrize("use_library", [True, False])
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_rows_decoded_here_equal_pytables_rows(tmp_path, name, use_library, monkeypatch):
+    if not use_library:  # the blosc2 module instead of c-blosc2 through ctypes
+        monkeypatch.setattr("iactpipe.io.chunks.blosc_decoder", lambda: blosc_decoder(use_library=False))
+    rng = np.random.default_rng(2)
+    data = (300 + rng.poisson(20, (9, 50, 16))).astype(np.uint16)
+    with tables.open_file(tmp_path / "f.h5", "w") as h5:
+        node = _array(h5, "a", data, PIPELINES[name])
+        reader = RowChunkReader(node, "f.h5")
+        assert reader.direct
+        for start, stop in [(0, 9), (2, 5), (8, 9), (4, 4)]:
+            assert np.array_equal(reader.read(start, stop), data[start:stop])
+        out = np.zeros((3, 50, 16), np.uint16)
+        assert reader.read(1, 4, out=out) is out
+        assert np.array_equal(out, data[1:4])
+
+
+def test_rows_of_a_one_row_chunk_table(tmp_path):
+    """Tables too (the R1 DL0): records decoded here are PyTables' records."""
+    rng = np.random.default_rng(3)
+    rows = np.zeros(5, dtype=[("event_id", "<i8"), ("waveform", "<f4", (1, 20, 8)), ("flag", "?"), ("gain", "i1", (20,))])
+    rows["event_id"] = np.arange(5) * 7
+    rows["waveform"] = rng.normal(size=(5, 1, 20, 8))
+    rows["flag"] = [True, False, True, True, False]
+    rows["gain"] = rng.integers(0, 2, (5, 20))
+    with tables.open_file(tmp_path / "t.h5", "w") as h5:
+        table = h5.create_table("/", "t", obj=rows, filters=tables.Filters(complevel=0, fletcher32=True),
+                                chunkshape=(1,))
+        reader = RowChunkReader(table, "t.h5")
+        assert reader.direct
+        got = reader.read(1, 5)
+        assert got.dtype == table.read(1, 5).dtype
+        assert got.tobytes() == table.read(1, 5).tobytes()
+
+
+def test_other_layouts_are_read_by_pytables(tmp_path):
+    data = np.arange(4 * 6 * 5, dtype=np.uint16).reshape(4, 6, 5)
+    with tables.open_file(tmp_path / "f.h5", "w") as h5:
+        nodes = [
+            _array(h5, "rows2", data, tables.Filters(1, "blosc:lz4"), chunkshape=(2, 6, 5)),  # two rows a chunk
+            _array(h5, "zlib", data, tables.Filters(1, "zlib", shuffle=True)),  # HDF5's shuffle + deflate
+            h5.create_earray("/", "big", atom=tables.UInt16Atom(), shape=(0, 6, 5), byteorder="big",
+                             chunkshape=(1, 6, 5)),  # stored big-endian
+            _array(h5, "blosc2", data, tables.Filters(1, "blosc2:lz4")),  # blosc2 frames: not decoded here
+        ]
+        nodes[2].append(data)
+        for node in nodes:
+            reader = RowChunkReader(node, "f.h5")
+            assert not reader.direct, node.name
+            assert np.array_equal(reader.read(1, 4), data[1:4])
+
+
+def test_chunks_blosc_could_not_compress_are_read(tmp_path):
+    """HDF5 stores a chunk unfiltered when the (optional) blosc filter fails on it: its filter mask says so."""
+    rng = np.random.default_rng(4)
+    data = rng.integers(0, 2**63, (6, 64), dtype=np.uint64)  # incompressible
+    data[::2] = 7  # every other row compresses
+    with tables.open_file(tmp_path / "f.h5", "w") as h5:
+        node = _array(h5, "a", data, tables.Filters(9, "blosc:lz4", fletcher32=True))
+        masks = [node.chunk_info((row, 0)).filter_mask for row in range(6)]
+        assert masks.count(0) == 3 and all(masks[1::2]), masks  # the test needs both kinds of chunk
+        reader = RowChunkReader(node, "f.h5")
+        assert reader.direct
+        assert np.array_equal(reader.read(0, 6), data)
+
+
+def _corrupt_chunk(path, node_path, row, position):
+    with tables.open_file(path) as h5:
+        info = h5.get_node(node_path).chunk_info((row, 0, 0))
+    with open(path, "r+b") as f:
+        f.seek(info.offset + position)
+        byte = f.read(1)[0]
+        f.seek(info.offset + position)
+        f.write(bytes([byte ^ 0x5A]))
+
+
+def test_corrupt_chunks_are_errors_naming_file_array_and_row(tmp_path):
+    data = (300 + np.random.default_rng(5).poisson(20, (5, 40, 10))).astype(np.uint16)
+    path = tmp_path / "f.h5"
+    with tables.open_file(path, "w") as h5:
+        _array(h5, "checked", data, tables.Filters(1, "blosc:lz4", shuffle=True, fletcher32=True))
+        _array(h5, "unchecked", data, tables.Filters(1, "blosc:lz4", shuffle=True))
+    _corrupt_chunk(path, "/checked", 3, 40)
+    _corrupt_chunk(path, "/unchecked", 2, 13)  # the frame's compressed size
+    with tables.open_file(path) as h5:
+        reader = RowChunkReader(h5.root.checked, path)
+        assert np.array_equal(reader.read(0, 3), data[:3])
+        with pytest.raises(DataError, match=rf"^{path}: /checked row 3: fletcher32 checksum mismatch"):
+            reader.read(0, 5)
+        reader = RowChunkReader(h5.root.unchecked, path)
+        with pytest.raises(DataError, match=r"/unchecked row 2: not a blosc frame of one row"):
+            reader.read(0, 5)
