@@ -546,9 +546,9 @@ def test_compact_dl0_samples_are_decoded_past_hdf5_and_checked(tmp_path, r0_file
         assert RowChunkReader(node, path).direct
         stored = node.read()
         info = node.chunk_info((1, 0, 0))
-    with DL0Reader(path) as reader:
-        rows = reader.h5.get_node("/dl0/event/telescope/waveforms/tel_001").read()
-        assert np.array_equal(reader._dl0_samples(rows, 1, 0, len(rows)), stored)
+    with tables.open_file(path) as h5:
+        assert np.array_equal(RowChunkReader(h5.get_node("/dl0/event/telescope/samples/tel_001"), path)
+                              .read(0, len(stored)), stored)
     with open(path, "r+b") as f:  # flip a byte of row 1's compressed samples
         f.seek(info.offset + info.size // 2)
         byte = f.read(1)[0]
@@ -560,6 +560,37 @@ def test_compact_dl0_samples_are_decoded_past_hdf5_and_checked(tmp_path, r0_file
     assert err == [f"iactpipe-dl0-to-dl1: error: {path}: /dl0/event/telescope/samples/tel_001 row 1: "
                    "fletcher32 checksum mismatch (corrupt file?)"]
     assert not output.exists()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 1000])
+def test_compact_dl0_decoded_ahead_is_the_same(tmp_path, r0_file, batch_size):
+    """``decode_ahead`` (a second thread decodes the next batch) yields the same batches; a corrupt
+    chunk is the same DataError."""
+    path = tmp_path / "compact.dl0.h5"
+    _write_compact(path, r0_file, 3)
+
+    def batches(decode_ahead):
+        with DL0Reader(path) as reader:
+            return [{t: (te.event_id, te.r1) for t, te in b.tel.items()}
+                    for b in reader.iter_batches(batch_size, decode_ahead=decode_ahead)]
+
+    inline, ahead = batches(False), batches(True)
+    assert len(inline) == len(ahead) > (1 if batch_size < 1000 else 0)
+    for one, other in zip(inline, ahead, strict=True):
+        assert one.keys() == other.keys()
+        for tel_id, (event_id, r1) in one.items():
+            assert np.array_equal(event_id, other[tel_id][0])
+            assert r1 is not None and r1.view(np.uint32).tobytes() == other[tel_id][1].view(np.uint32).tobytes()
+    with tables.open_file(path) as h5:
+        node = h5.get_node("/dl0/event/telescope/samples/tel_002")
+        last, info = node.nrows - 1, node.chunk_info((node.nrows - 1, 0, 0))
+    with open(path, "r+b") as f:
+        f.seek(info.offset + 20)
+        byte = f.read(1)[0]
+        f.seek(info.offset + 20)
+        f.write(bytes([byte ^ 0x01]))
+    with pytest.raises(DataError, match=f"samples/tel_002 row {last}: fletcher32 checksum mismatch"):
+        batches(True)
 
 
 def test_row_aligned_arrays_need_an_event_table_and_its_company(tmp_path, r0_file):

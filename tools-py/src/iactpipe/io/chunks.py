@@ -112,30 +112,46 @@ class RowChunkReader:
         self.blosc_bit = 1 << pipeline.index("blosc") if "blosc" in pipeline else 0
         self._zeros = (0,) * (len(shape) - 1)
         self._decode = blosc_decoder() if self.blosc_bit else None
-        self.direct = not is_table or shape[0] == 0 or self._same_first_row()
-
-    def _same_first_row(self):
-        first = np.empty(1, self.dtype)
-        self._read_row(0, first.view(np.uint8))
-        return first.tobytes() == self.node.read(0, 1).tobytes()
+        self.direct = True
+        if is_table and shape[0] > 0:  # the stored record layout must be numpy's
+            try:
+                self.direct = self.read(0, 1).tobytes() == self.node.read(0, 1).tobytes()
+            except DataError:  # e.g. records of another size: PyTables converts them
+                self.direct = False
 
     def read(self, start, stop, out=None):
         """Rows ``start:stop``; into ``out`` (a C-contiguous array of their shape and dtype) if given."""
+        return self.decode(self.read_raw(start, stop), start, out)
+
+    def read_raw(self, start, stop):
+        """What ``decode`` needs of rows ``start:stop``: their stored chunks (or, for a node
+        read by PyTables, the rows).  This makes the HDF5 calls: call it from the thread
+        that uses the file (HDF5 is not thread-safe)."""
         if not self.direct:
-            rows = self.node.read(start, stop)
+            return self.node.read(start, stop)
+        chunks = []
+        for row in range(start, stop):
+            raw = self.node.read_chunk((row, *self._zeros))
+            skipped = (self.blosc_bit and len(raw) - 4 * self.checked == self.row_bytes
+                       and self._blosc_skipped(row))
+            chunks.append((raw, skipped))
+        return chunks
+
+    def decode(self, chunks, start, out=None):
+        """The rows of ``read_raw(start, ...)``; makes no HDF5 call, so any thread may run it."""
+        if not self.direct:
             if out is None:
-                return rows
-            out[...] = rows
+                return chunks
+            out[...] = chunks
             return out
         if out is None:
-            out = np.empty((stop - start, *self.row_shape), self.dtype)
+            out = np.empty((len(chunks), *self.row_shape), self.dtype)
         flat, size = out.reshape(-1).view(np.uint8), self.row_bytes
-        for row in range(start, stop):
-            self._read_row(row, flat[(row - start) * size:(row - start + 1) * size])
+        for i, (raw, skipped) in enumerate(chunks):
+            self._decode_row(raw, skipped, start + i, flat[i * size:(i + 1) * size])
         return out
 
-    def _read_row(self, row, out):
-        raw = self.node.read_chunk((row, *self._zeros))
+    def _decode_row(self, raw, skipped, row, out):
         n_bytes = len(raw)
         if self.checked:
             n_bytes -= 4
@@ -143,7 +159,7 @@ class RowChunkReader:
                 self._corrupt(row, "shorter than its checksum")
             if int(fletcher32(np.frombuffer(raw, np.uint8, n_bytes))) != int.from_bytes(raw[n_bytes:], "little"):
                 self._corrupt(row, "fletcher32 checksum mismatch")
-        if self.blosc_bit and not (n_bytes == self.row_bytes and self._blosc_skipped(row)):
+        if self.blosc_bit and not skipped:
             header = raw[:_BLOSC_HEADER] if n_bytes >= _BLOSC_HEADER else bytes(_BLOSC_HEADER)
             if (int.from_bytes(header[4:8], "little") != self.row_bytes
                     or int.from_bytes(header[12:16], "little") != n_bytes):

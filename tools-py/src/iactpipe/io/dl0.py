@@ -30,6 +30,8 @@ steps treat our DL0 like a sim_telarray file.  Times are written as ctapipe's
 """
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -496,6 +498,18 @@ def _scalar(value):
     return value.item() if hasattr(value, "item") else value
 
 
+def _set_r1(te, reader, raw, start, calibration):
+    """A read-ahead job: ``te.r1`` from compact samples (``reader.decode(raw, start)``; ``raw``
+    itself where ``reader`` is None)."""
+    samples = raw if reader is None else reader.decode(raw, start)
+    te.r1 = r1_from_selected_samples(samples, te.selected_gain_channel, calibration)
+
+
+def _run_jobs(jobs):
+    for job in jobs:
+        job()
+
+
 class DL0Reader:
     """Read our DL0 files as EventBatch objects.
 
@@ -643,14 +657,38 @@ class DL0Reader:
             reader = self._chunk_readers[node._v_pathname] = RowChunkReader(node, self.path)
         return reader
 
-    def iter_batches(self, batch_size=1000, tel_ids=None):
+    def iter_batches(self, batch_size=1000, tel_ids=None, decode_ahead=False):
         """Yield EventBatch objects of at most ``batch_size`` array events, in file order.
 
         ``tel_ids``: read the telescope data of only these telescopes (``tels_with_trigger``
-        still covers the whole subarray); None reads all.
+        still covers the whole subarray); None reads all.  ``decode_ahead``: a second thread
+        decodes and calibrates the next batch's compact samples while the caller works on
+        this batch (the HDF5 reads stay in this thread; HDF5 is not thread-safe); up to two
+        batches are then held at once.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
+        batches = self._read_batches(batch_size, tel_ids)
+        if not decode_ahead:
+            for batch, jobs in batches:
+                _run_jobs(jobs)
+                yield batch
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="dl0-decode") as pool:
+            previous = None
+            for batch, jobs in batches:
+                current = (batch, pool.submit(_run_jobs, jobs))
+                if previous is not None:
+                    previous[1].result()
+                    yield previous[0]
+                previous = current
+            if previous is not None:
+                previous[1].result()
+                yield previous[0]
+
+    def _read_batches(self, batch_size, tel_ids):
+        """(EventBatch, jobs) of the file, in order: the jobs (callables, no HDF5 calls) fill in
+        the compact samples' R1."""
         h5 = self.h5
         trigger = h5.get_node(TRIGGER)
         tel_trigger = h5.get_node(TEL_TRIGGER)
@@ -684,7 +722,7 @@ class DL0Reader:
             bounds = np.searchsorted(tt["tel_id"], tel_ids_array, side="left")
             bounds = np.append(bounds, len(tt))
             counts = mask.sum(axis=0)
-            tel = {}
+            tel, jobs = {}, []
             for j, tel_id in enumerate(all_tel_ids):
                 count = int(counts[j])
                 if count == 0 or tel_id not in wanted:
@@ -692,7 +730,7 @@ class DL0Reader:
                     continue
                 own = tt[bounds[j]:bounds[j + 1]] if tel_ids_sorted else tt[tt["tel_id"] == tel_id]
                 tel[tel_id] = self._telescope_events(tel_id, cursor[tel_id], count, trig["event_id"][mask[:, j]], own,
-                                                     waveform_cursor)
+                                                     waveform_cursor, jobs)
                 cursor[tel_id] += count
             shower = None
             if shower_node is not None:
@@ -705,11 +743,12 @@ class DL0Reader:
                 event_type=trig["event_type"].astype(np.int64), time_mjd=time_mjd,
                 tels_with_trigger=mask, pointing_alt=pointing_alt,
                 pointing_az=pointing_az, tel=tel, shower=shower,
-            )
+            ), jobs
 
-    def _telescope_events(self, tel_id, start, count, event_ids, own, waveform_cursor):
+    def _telescope_events(self, tel_id, start, count, event_ids, own, waveform_cursor, jobs):
         """TelescopeEvents of rows ``start:start+count``; ``own``: this telescope's trigger rows;
-        ``waveform_cursor``: tel_id -> first unread row of a reduced DL0's kept waveforms."""
+        ``waveform_cursor``: tel_id -> first unread row of a reduced DL0's kept waveforms;
+        ``jobs``: gets the job that sets the R1 of compact samples."""
         stop = start + count
         te = TelescopeEvents(tel_id=tel_id, event_id=event_ids.astype(np.int64))
         if len(own) != count or not np.array_equal(own["event_id"], event_ids):
@@ -741,8 +780,8 @@ class DL0Reader:
                               or np.min(te.selected_gain_channel) < 0):
                 raise DataError(f"{self.path}: {main_group}/tel_{tel_id:03d} selects a gain channel "
                                 f"the coefficients do not have")
-            te.r1 = r1_from_selected_samples(self._dl0_samples(rows, tel_id, start, stop),
-                                             te.selected_gain_channel, calibration)
+            jobs.append(partial(_set_r1, te, *self._dl0_samples(rows, tel_id, start, stop), start,
+                                calibration))
         elif main_group == R1_GROUP:
             te.r1 = rows["waveform"][:, 0]
             te.selected_gain_channel = rows["selected_gain_channel"]
@@ -768,10 +807,11 @@ class DL0Reader:
         return te
 
     def _dl0_samples(self, rows, tel_id, start, stop):
-        """Compact DL0: the raw samples of rows ``start:stop`` (from the table's ``waveform``
-        column in files of data model iactpipe-dl0 v1)."""
+        """Compact DL0: (RowChunkReader or None, what its ``decode`` takes) for the raw samples of
+        rows ``start:stop`` (None and the samples of the table's ``waveform`` column in files of
+        data model iactpipe-dl0 v1)."""
         if "waveform" in rows.dtype.names:
-            return rows["waveform"]
+            return None, rows["waveform"]
         node = self._tel_node(DL0_SAMPLES_GROUP, tel_id)
         path = f"{DL0_SAMPLES_GROUP}/tel_{tel_id:03d}"
         if node is None:
@@ -782,7 +822,8 @@ class DL0Reader:
                             f"not uint16 samples of {n_pixels} pixels")
         if node.nrows < stop:
             raise DataError(f"{self.path}: {path} has {node.nrows} rows, the triggers need {stop}")
-        return self._chunk_reader(node).read(start, stop)
+        reader = self._chunk_reader(node)
+        return reader, reader.read_raw(start, stop)
 
     def _reduced_events(self, te, tel_id, start, stop, event_ids, waveform_cursor):
         """Reduced DL0: the pixel table's rows ``start:stop`` and the rows of their kept waveforms.

@@ -104,9 +104,10 @@ def _is_hdf5(path):
 class _DL0File:
     """An iactpipe DL0 HDF5 file as a source: telescope selection, like the sim_telarray reader's."""
 
-    def __init__(self, path, allowed_tels, max_events=None):
+    def __init__(self, path, allowed_tels, max_events=None, decode_ahead=False):
         self.reader = DL0Reader(path)
         self.max_events = max_events
+        self.decode_ahead = decode_ahead
         self.path = path
         self.run_info = self.reader.run_info
         full = self.reader.subarray
@@ -126,7 +127,8 @@ class _DL0File:
     def iter_batches(self, batch_size):
         remaining = self.max_events
         tel_ids = None if self._columns is None else [int(t) for t in self.subarray.tel_ids]
-        for batch in self.reader.iter_batches(batch_size, tel_ids=tel_ids):  # reads only these telescopes
+        # reads only these telescopes
+        for batch in self.reader.iter_batches(batch_size, tel_ids=tel_ids, decode_ahead=self.decode_ahead):
             if self._columns is not None:
                 mask = batch.tels_with_trigger[:, self._columns]
                 batch = _select_events(batch, mask.any(axis=1))
@@ -187,11 +189,11 @@ def usable_cpus():
 def open_source(path, config, max_events=None):
     """A reader (``.subarray``, ``.run_info``, ``.iter_batches``) for a sim_telarray or DL0 HDF5 file."""
     allowed = config["allowed_tels"] or None
-    if _is_hdf5(path):
-        return _DL0File(path, allowed, max_events)
     read_ahead = config["read_ahead"]
     if read_ahead is None:
         read_ahead = usable_cpus() > 1
+    if _is_hdf5(path):
+        return _DL0File(path, allowed, max_events, decode_ahead=read_ahead)
     return SimTelReader(path, allowed_tels=allowed, max_events=max_events, allow_truncated=config["allow_truncated"],
                         read_ahead=read_ahead)
 
