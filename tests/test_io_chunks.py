@@ -5,7 +5,7 @@ import pytest
 import tables
 from iactpipe.errors import DataError
 from iactpipe.io._fletcher32 import fletcher32
-from iactpipe.io.chunks import RowChunkReader, blosc_decoder
+from iactpipe.io.chunks import RowChunkReader, blosc_decompress
 
 
 def _hdf5_fletcher32(data):
@@ -64,18 +64,31 @@ PIPELINES = {
 }
 
 
-@pytest.mark.parametrize("use_library", [True, False])
+def test_c_blosc2_is_found():
+    """The blosc2 wheel's c-blosc2 loads and decodes PyTables' blosc frames (else nothing is decoded here)."""
+    assert blosc_decompress() is not None
+
+
+def test_without_c_blosc2_blosc_arrays_are_read_by_pytables(tmp_path, monkeypatch):
+    monkeypatch.setattr("iactpipe.io.chunks.blosc_decompress", lambda: None)
+    data = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    with tables.open_file(tmp_path / "f.h5", "w") as h5:
+        blosc = RowChunkReader(_array(h5, "a", data, PIPELINES["blosc:lz4+fletcher32"]), "f.h5")
+        plain = RowChunkReader(_array(h5, "b", data, PIPELINES["fletcher32"]), "f.h5")
+        assert not blosc.direct and plain.direct
+        assert np.array_equal(blosc.read(0, 3), data)
+
+
 @pytest.mark.parametrize("name", sorted(PIPELINES))
-def test_rows_decoded_here_equal_pytables_rows(tmp_path, name, use_library, monkeypatch):
-    if not use_library:  # the blosc2 module instead of c-blosc2 through ctypes
-        monkeypatch.setattr("iactpipe.io.chunks.blosc_decoder", lambda: blosc_decoder(use_library=False))
+def test_rows_decoded_here_equal_pytables_rows(tmp_path, name):
     rng = np.random.default_rng(2)
     data = (300 + rng.poisson(20, (9, 50, 16))).astype(np.uint16)
     with tables.open_file(tmp_path / "f.h5", "w") as h5:
         node = _array(h5, "a", data, PIPELINES[name])
         reader = RowChunkReader(node, "f.h5")
         assert reader.direct
-        for start, stop in [(0, 9), (2, 5), (8, 9), (4, 4)]:
+        for start, stop in [(0, 9), (2, 5), (8, 9), (4, 4), (5, 3), (7, 20)]:  # as node.read: empty, clipped
+            assert np.array_equal(reader.read(start, stop), node.read(start, stop))
             assert np.array_equal(reader.read(start, stop), data[start:stop])
         out = np.zeros((3, 50, 16), np.uint16)
         assert reader.read(1, 4, out=out) is out
@@ -157,3 +170,42 @@ def test_corrupt_chunks_are_errors_naming_file_array_and_row(tmp_path):
         reader = RowChunkReader(h5.root.unchecked, path)
         with pytest.raises(DataError, match=r"/unchecked row 2: not a blosc frame of one row"):
             reader.read(0, 5)
+
+
+def test_corrupt_frames_without_a_checksum_never_crash(tmp_path):
+    """Without fletcher32, bit flips in blosc frames give the rows blosc decodes or a one-line
+    DataError (c-blosc2 checks its bounds), never a crash or a write past the row."""
+    rng = np.random.default_rng(6)
+    data = (300 + rng.poisson(20, (40, 64, 12))).astype(np.uint16)
+    path = tmp_path / "f.h5"
+    with tables.open_file(path, "w") as h5:
+        _array(h5, "a", data, tables.Filters(1, "blosc:lz4", shuffle=True))
+        node = h5.root.a
+        reader = RowChunkReader(node, path)
+        raws = [node.read_chunk((row, 0, 0)) for row in range(node.nrows)]
+    errors = 0
+    guard = np.empty(64 * 12 * 2 + 64, np.uint8)
+    for row, raw in enumerate(raws):
+        for _ in range(25):
+            bad = bytearray(raw)
+            bad[rng.integers(16, len(bad))] ^= 1 << rng.integers(0, 8)
+            guard[:] = 0xAB
+            try:
+                reader.decode([(bytes(bad), False)], row, out=guard[:-64].view(np.uint16).reshape(1, 64, 12))
+            except DataError as err:
+                errors += 1
+                assert str(err).startswith(f"{path}: /a row {row}: ")
+            assert np.all(guard[-64:] == 0xAB)  # nothing written past the row
+    assert errors > 0
+
+
+def test_chunks_never_written_read_as_the_fill_value(tmp_path):
+    data = np.arange(3 * 7, dtype=np.int32).reshape(3, 7)
+    with tables.open_file(tmp_path / "f.h5", "w") as h5:
+        node = h5.create_carray("/", "a", atom=tables.Int32Atom(dflt=-5), shape=(6, 7), chunkshape=(1, 7),
+                                filters=PIPELINES["blosc:lz4+fletcher32"])
+        node[1:4] = data
+        reader = RowChunkReader(node, "f.h5")
+        assert reader.direct
+        assert np.array_equal(reader.read(0, 6), node.read())
+        assert np.all(reader.read(4, 6) == -5)

@@ -20,7 +20,7 @@ import tables
 from ..errors import DataError
 from ._fletcher32 import fletcher32
 
-__all__ = ["RowChunkReader"]
+__all__ = ["RowChunkReader", "blosc_decompress"]
 
 #: filter pipelines (in HDF5's order) whose chunks are decoded here
 _DIRECT_PIPELINES = {(), ("fletcher32",), ("blosc",), ("blosc", "fletcher32")}
@@ -37,48 +37,51 @@ def _pipeline(node):
         return None
 
 
+#: a blosc1 frame (lz4, byte shuffle) of PyTables' blosc filter: uint16 ``(arange(256) % 17) * 3``
+_PROBE_FRAME = bytes.fromhex(
+    "020121020002000000020000a90000001400000082000000ff68000306090c0f1215181b1e2124272a2d30000306090c0f121518"
+    "1b1e2124272a2d30000306090c0f1215181b1e2124272a2d30000306090c0f1215181b1e2124272a2d30000306090c0f1215181b"
+    "1e2124272a2d30000306090c0f1215181b1e2124272a2d30000306090c0f1215181b1e2124272a2d3077007150272a2d30000b00"
+    "00001f000100e7500000000000"
+)
+
+
 @cache
-def _blosc_library():
-    """c-blosc2's ``blosc2_decompress`` through ctypes, from the copy that the blosc2 wheel (a PyTables
-    dependency) ships for C users; None where that copy is not found."""
+def blosc_decompress():
+    """``decompress(frame, n_bytes, out)``: c-blosc2's ``blosc2_decompress`` of the blosc frame at the
+    start of the bytes ``frame`` (``n_bytes`` long) into the contiguous uint8 array ``out`` (never
+    more than ``out.size`` bytes); returns the bytes written, < 0 for a bad frame.
+
+    Through ctypes, from the copy of c-blosc2 that the blosc2 wheel (a PyTables dependency)
+    ships for C users, after it decoded a known frame; None where that copy is not found or
+    fails (the arrays are then read through PyTables).  (The blosc2 module is not used: it
+    takes ~0.2 s to import, and crashed on some corrupt frames.)
+    """
     spec = importlib.util.find_spec("blosc2")
     folders = list(spec.submodule_search_locations or ()) if spec is not None else []
-    names = {"linux": "libblosc2.so", "darwin": "libblosc2.dylib"}.get(sys.platform, "libblosc2.dll")
+    name = {"linux": "libblosc2.so", "darwin": "libblosc2.dylib"}.get(sys.platform, "libblosc2.dll")
     for folder in folders:
-        path = Path(folder) / "lib" / names
-        if path.is_file():
-            try:
-                lib = ctypes.CDLL(str(path))
-            except OSError:
-                continue
+        path = Path(folder) / "lib" / name
+        if not path.is_file():
+            continue
+        try:
+            lib = ctypes.CDLL(str(path))
             lib.blosc2_init.restype = None
             lib.blosc2_init()
-            decompress = lib.blosc2_decompress
-            decompress.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32]
-            decompress.restype = ctypes.c_int
+            function = lib.blosc2_decompress
+        except (OSError, AttributeError):
+            continue
+        function.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32]
+        function.restype = ctypes.c_int
+
+        def decompress(frame, n_bytes, out, function=function):
+            return function(frame, n_bytes, out.ctypes.data, out.size)
+
+        probe = np.zeros(512, np.uint8)
+        expected = ((np.arange(256, dtype=np.uint16) % 17) * 3).view(np.uint8)
+        if decompress(_PROBE_FRAME, len(_PROBE_FRAME), probe) == probe.size and np.array_equal(probe, expected):
             return decompress
     return None
-
-
-def blosc_decoder(use_library=True):
-    """``decode(frame, n_bytes, out)``: decompress the blosc frame at the start of the bytes ``frame``
-    (``n_bytes`` long) into the contiguous uint8 array ``out``; returns the bytes written, < 0 on
-    error.  Through ctypes where c-blosc2 is found (importing the blosc2 module takes ~0.2 s),
-    else through the blosc2 module."""
-    decompress = _blosc_library() if use_library else None
-    if decompress is not None:
-        return lambda frame, n_bytes, out: decompress(frame, n_bytes, out.ctypes.data, out.size)
-
-    import blosc2
-
-    def decode(frame, n_bytes, out):
-        try:
-            blosc2.decompress(memoryview(frame)[:n_bytes], dst=out)
-        except (RuntimeError, ValueError, TypeError):
-            return -1
-        return out.size
-
-    return decode
 
 
 class RowChunkReader:
@@ -104,23 +107,26 @@ class RowChunkReader:
                 or node.byteorder not in (sys.byteorder, "irrelevant")):
             return
         pipeline = _pipeline(node)
-        if pipeline not in _DIRECT_PIPELINES:
+        if pipeline not in _DIRECT_PIPELINES or ("blosc" in pipeline and blosc_decompress() is None):
             return
         self.row_shape, self.dtype = shape[1:], dtype
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * dtype.itemsize
         self.checked = "fletcher32" in pipeline
         self.blosc_bit = 1 << pipeline.index("blosc") if "blosc" in pipeline else 0
         self._zeros = (0,) * (len(shape) - 1)
-        self._decode = blosc_decoder() if self.blosc_bit else None
+        self._fill = np.zeros((), dtype) if is_table else np.asarray(node.atom.dflt, dtype)
+        self._decode = blosc_decompress() if self.blosc_bit else None
         self.direct = True
-        if is_table and shape[0] > 0:  # the stored record layout must be numpy's
+        if is_table and shape[0] > 0:  # the stored record layout must be numpy's (first and last rows)
             try:
-                self.direct = self.read(0, 1).tobytes() == self.node.read(0, 1).tobytes()
+                self.direct = all(self.read(row, row + 1).tobytes() == self.node.read(row, row + 1).tobytes()
+                                  for row in {0, shape[0] - 1})
             except DataError:  # e.g. records of another size: PyTables converts them
                 self.direct = False
 
     def read(self, start, stop, out=None):
         """Rows ``start:stop``; into ``out`` (a C-contiguous array of their shape and dtype) if given."""
+        start = max(start, 0)
         return self.decode(self.read_raw(start, stop), start, out)
 
     def read_raw(self, start, stop):
@@ -129,11 +135,17 @@ class RowChunkReader:
         that uses the file (HDF5 is not thread-safe)."""
         if not self.direct:
             return self.node.read(start, stop)
+        start, stop = max(start, 0), min(stop, self.node.nrows)
         chunks = []
         for row in range(start, stop):
-            raw = self.node.read_chunk((row, *self._zeros))
-            skipped = (self.blosc_bit and len(raw) - 4 * self.checked == self.row_bytes
-                       and self._blosc_skipped(row))
+            try:
+                raw = self.node.read_chunk((row, *self._zeros))
+                skipped = (self.blosc_bit and len(raw) - 4 * self.checked == self.row_bytes
+                           and self._blosc_skipped(row))
+            except tables.NoSuchChunkError:  # never written: HDF5 gives the fill value
+                raw, skipped = None, False
+            except (tables.HDF5ExtError, IndexError) as err:
+                self._corrupt(row, f"cannot read its chunk ({type(err).__name__})")
             chunks.append((raw, skipped))
         return chunks
 
@@ -146,12 +158,17 @@ class RowChunkReader:
             return out
         if out is None:
             out = np.empty((len(chunks), *self.row_shape), self.dtype)
+        elif out.dtype != self.dtype or out.shape != (len(chunks), *self.row_shape) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {self.dtype} array of shape {(len(chunks), *self.row_shape)}")
         flat, size = out.reshape(-1).view(np.uint8), self.row_bytes
         for i, (raw, skipped) in enumerate(chunks):
             self._decode_row(raw, skipped, start + i, flat[i * size:(i + 1) * size])
         return out
 
     def _decode_row(self, raw, skipped, row, out):
+        if raw is None:
+            out[:] = np.full(self.row_shape, self._fill, self.dtype).reshape(-1).view(np.uint8)
+            return
         n_bytes = len(raw)
         if self.checked:
             n_bytes -= 4

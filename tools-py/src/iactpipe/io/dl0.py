@@ -663,8 +663,8 @@ class DL0Reader:
         ``tel_ids``: read the telescope data of only these telescopes (``tels_with_trigger``
         still covers the whole subarray); None reads all.  ``decode_ahead``: a second thread
         decodes and calibrates the next batch's compact samples while the caller works on
-        this batch (the HDF5 reads stay in this thread; HDF5 is not thread-safe); up to two
-        batches are then held at once.
+        this batch (the HDF5 reads stay in this thread; HDF5 is not thread-safe); up to three
+        batches are then held at once (the caller's, the one being decoded, the one read next).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
@@ -817,6 +817,8 @@ class DL0Reader:
         if node is None:
             raise DataError(f"{self.path}: {path} missing")
         n_pixels = rows["selected_gain_channel"].shape[1]
+        if not isinstance(node, tables.Array):
+            raise DataError(f"{self.path}: {path} is a {type(node).__name__}, not an array of uint16 samples")
         if len(node.shape) != 3 or node.shape[1] != n_pixels or node.atom.dtype != np.uint16:
             raise DataError(f"{self.path}: {path} holds {node.atom.dtype} rows of shape {tuple(node.shape[1:])}, "
                             f"not uint16 samples of {n_pixels} pixels")

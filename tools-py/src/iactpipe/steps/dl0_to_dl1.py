@@ -107,7 +107,7 @@ class _DL0File:
     def __init__(self, path, allowed_tels, max_events=None, decode_ahead=False):
         self.reader = DL0Reader(path)
         self.max_events = max_events
-        self.decode_ahead = decode_ahead
+        self.decode_ahead = decode_ahead and self.reader.kind == "dl0"  # the only kind with work to do ahead
         self.path = path
         self.run_info = self.reader.run_info
         full = self.reader.subarray
@@ -141,6 +141,8 @@ class _DL0File:
                 remaining -= len(batch)
             if len(batch):
                 yield batch
+            if remaining == 0:  # read no further (with decode-ahead, the next batches are being read)
+                return
 
     def close(self):
         self.reader.close()
