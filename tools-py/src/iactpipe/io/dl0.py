@@ -645,13 +645,12 @@ class DL0Reader:
         node = self._tel_node(group, tel_id)
         if node is None:
             return None
-        path = f"{group}/tel_{tel_id:03d}"
-        if node.nrows < stop:
-            raise DataError(f"{self.path}: {path} has {node.nrows} rows, the triggers need {stop}")
-        return self._chunk_reader(node).read(start, stop)
+        return self._chunk_reader(node, stop).read(start, stop)
 
-    def _chunk_reader(self, node):
-        """The RowChunkReader of a node (made once per reader)."""
+    def _chunk_reader(self, node, stop):
+        """The RowChunkReader of a node (made once per reader); DataError if the node has fewer than ``stop`` rows."""
+        if node.nrows < stop:
+            raise DataError(f"{self.path}: {node._v_pathname} has {node.nrows} rows, the triggers need {stop}")
         reader = self._chunk_readers.get(node._v_pathname)
         if reader is None:
             reader = self._chunk_readers[node._v_pathname] = RowChunkReader(node, self.path)
@@ -822,9 +821,7 @@ class DL0Reader:
         if len(node.shape) != 3 or node.shape[1] != n_pixels or node.atom.dtype != np.uint16:
             raise DataError(f"{self.path}: {path} holds {node.atom.dtype} rows of shape {tuple(node.shape[1:])}, "
                             f"not uint16 samples of {n_pixels} pixels")
-        if node.nrows < stop:
-            raise DataError(f"{self.path}: {path} has {node.nrows} rows, the triggers need {stop}")
-        reader = self._chunk_reader(node)
+        reader = self._chunk_reader(node, stop)
         return reader, reader.read_raw(start, stop)
 
     def _reduced_events(self, te, tel_id, start, stop, event_ids, waveform_cursor):

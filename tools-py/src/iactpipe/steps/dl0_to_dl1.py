@@ -126,6 +126,8 @@ class _DL0File:
 
     def iter_batches(self, batch_size):
         remaining = self.max_events
+        if remaining is not None and remaining <= 0:
+            return
         tel_ids = None if self._columns is None else [int(t) for t in self.subarray.tel_ids]
         # reads only these telescopes
         for batch in self.reader.iter_batches(batch_size, tel_ids=tel_ids, decode_ahead=self.decode_ahead):
@@ -134,8 +136,6 @@ class _DL0File:
                 batch = _select_events(batch, mask.any(axis=1))
                 batch.tels_with_trigger = mask[mask.any(axis=1)]
             if remaining is not None:
-                if remaining <= 0:
-                    return
                 if len(batch) > remaining:
                     batch = _first_events(batch, remaining, self.subarray)
                 remaining -= len(batch)
