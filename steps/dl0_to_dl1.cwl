@@ -67,8 +67,8 @@ inputs:
   no_read_ahead:
     type: boolean?
     doc: >
-      Decompress a compressed sim_telarray input, or decode a compact DL0 input's samples, in the processing
-      thread (default - in a second thread where the job may use more than one CPU).
+      Decompress a compressed sim_telarray input, or decode and process a DL0 HDF5 input's next chunk, in the
+      processing thread (default - in a second thread where the job may use more than one CPU).
     inputBinding:
       prefix: --no-read-ahead
   focal_length_choice:

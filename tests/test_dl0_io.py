@@ -593,6 +593,73 @@ def test_compact_dl0_decoded_ahead_is_the_same(tmp_path, r0_file, batch_size):
         batches(True)
 
 
+def test_prepare_runs_once_per_telescope_after_decoding(tmp_path, r0_file):
+    """``prepare(batch, tel_id)`` sees the telescope's decoded R1, once per telescope, in either
+    thread; the reader yields its results with the batch, the same with and without decode-ahead."""
+    import threading
+
+    path = tmp_path / "compact.dl0.h5"
+    _write_compact(path, r0_file, 3)
+    seen = []
+    worker_ran = threading.Event()
+    decoding_ahead = False
+
+    def prepare(batch, tel_id):
+        name = threading.current_thread().name
+        if name.startswith("dl0-decode"):
+            worker_ran.set()
+        elif decoding_ahead:  # give the second thread its chance to take a task (on a busy machine too)
+            worker_ran.wait(5)
+        seen.append((int(batch.event_id[0]), tel_id, name))
+        return float(batch.tel[tel_id].r1.sum())
+
+    def read(decode_ahead):
+        nonlocal decoding_ahead
+        decoding_ahead = decode_ahead
+        seen.clear()
+        with DL0Reader(path) as reader:
+            out = [(b.event_id.tolist(), results) for b, results in
+                   reader.iter_batches(2, decode_ahead=decode_ahead, prepare=prepare)]
+        return out, list(seen)
+
+    (inline, inline_calls), (ahead, ahead_calls) = read(False), read(True)
+    assert inline == ahead and len(inline) > 1
+    for event_ids, results in inline:
+        assert results and all(isinstance(v, float) for v in results.values())
+    assert sorted(c[:2] for c in inline_calls) == sorted(c[:2] for c in ahead_calls)
+    assert len(set(c[:2] for c in ahead_calls)) == len(ahead_calls)  # each telescope once
+    assert {c[2] for c in inline_calls} == {threading.current_thread().name}
+    assert any(c[2].startswith("dl0-decode") for c in ahead_calls)
+
+
+def test_batch_tasks_are_taken_by_the_caller_and_fail_in_telescope_order():
+    """`_BatchTasks.result` runs the tasks no thread has taken; errors come in batch order."""
+    from types import SimpleNamespace
+
+    from iactpipe.io.dl0 import _BatchTasks
+
+    batch = SimpleNamespace(tel={3: None, 1: None, 2: None})
+    ran = []
+
+    def fail(tel_id):
+        def job():
+            ran.append(tel_id)
+            raise DataError(f"tel {tel_id} broken")
+        return job
+
+    tasks = _BatchTasks(batch, {2: fail(2), 1: fail(1)}, prepare=None)
+    assert tasks.tel_ids == [1, 2]  # telescopes with a job, in batch order (3 has none)
+    tasks = _BatchTasks(batch, {2: fail(2), 1: fail(1)}, prepare=lambda b, t: t * 10)
+    assert tasks.tel_ids == [3, 1, 2]
+    with pytest.raises(DataError, match="tel 1 broken"):
+        tasks.result()
+    assert sorted(ran) == [1, 2]
+    tasks = _BatchTasks(batch, {}, prepare=lambda b, t: t * 10)
+    assert tasks.result() == {3: 30, 1: 10, 2: 20}
+    tasks.run()  # nothing left: returns at once
+    assert _BatchTasks(batch, {}, prepare=None).result() == {}
+
+
 def test_row_aligned_arrays_need_an_event_table_and_its_company(tmp_path, r0_file):
     """Merge/split keep an array with its table: only for event tables, and never one without the other."""
     from iactpipe.io.filemerge import merge_files

@@ -587,6 +587,42 @@ def test_compact_dl0_gives_the_dl1_of_its_r1(dl0_files, workdir):
             assert_rows_equal(a[tel], b[tel], f"{group} {tel}")
 
 
+@pytest.mark.parametrize("kind", ["r0", "compact", "images"])
+def test_dl0_read_ahead_does_not_change_results(tmp_path, kind):
+    """DL0 HDF5: telescopes decoded and parametrised ahead, by either thread, give the DL1 of doing it
+    all in order in one thread, also for a batch cut short by --max-events."""
+    from iactpipe.image.calibration import calibrate_r1
+    from iactpipe.steps.simulate import SimulateStep
+
+    path = tmp_path / "sim.dl0.h5"
+    args = ["--n-showers", "1500", "--seed", "3", "--telescopes", "1", "2", "5", "6", "7", "8", "9", "-o", str(path)]
+    assert SimulateStep().main([*args, "--images-only" if kind == "images" else "--write-r0"]) == 0
+    if kind == "compact":
+        with DL0Reader(path) as reader:
+            info, batches = reader.run_info, list(reader.iter_batches(40))
+        path = tmp_path / "compact.dl0.h5"
+        with DL0Writer(path, info, mode="dl0") as writer:
+            for batch in batches:
+                for tel_id, te in batch.tel.items():
+                    c = info.calibration[tel_id]
+                    te.r1, te.selected_gain_channel = calibrate_r1(te.r0, c.pedestal_per_sample, c.dc_to_pe)
+                    te.pixel_status = None
+                writer.write(batch)
+            writer.close(info.shower_distribution)
+    outs = {}
+    for mode in ("--read-ahead", "--no-read-ahead"):
+        outs[mode] = tmp_path / f"{mode[2:]}.dl1.h5"
+        args = [path, "-o", outs[mode], "--write-images", "--chunk-size", "5", "--max-events", "17"]
+        assert run_step([*args, mode])[0] == 0
+    for group in (IMAGES, PARAMETERS):
+        a, b = tel_tables(outs["--read-ahead"], group), tel_tables(outs["--no-read-ahead"], group)
+        assert sorted(a) == sorted(b) and len(a) > 2
+        for tel in a:
+            assert_rows_equal(a[tel], b[tel], f"{group} {tel}")
+    with tables.open_file(outs["--read-ahead"]) as h5:
+        assert h5.root.dl1.event.subarray.trigger.nrows == 17
+
+
 def test_calibration_coefficients_round_trip_and_validity(tmp_path):
     rng = np.random.default_rng(1)
     calib = {t: TelescopeCalibration(

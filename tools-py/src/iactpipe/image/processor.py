@@ -49,6 +49,8 @@ __all__ = [
     "true_image_parameters",
     "process_telescope_events",
     "process_batch",
+    "batch_images",
+    "finish_batch",
     "fit_timing_in_event_order",
     "event_positions",
     "QUALITY_FLAG_BITS",
@@ -663,17 +665,34 @@ def process_batch(batch, cameras, settings, calibrations=None, rng=None, recalib
     ``calibrations`` tel_id -> coefficients (see `process_telescope_events`).
     Telescopes are processed in tel_id order; timing fits in event order (see
     `fit_timing_in_event_order`), as ctapipe does.  Returns ``{tel_id: TelescopeDL1}``.
+    Equal to `finish_batch` of `batch_images` (which may run ahead, in another thread).
     """
+    results = batch_images(batch, cameras, settings, calibrations, recalibrate, keep_waveforms)
+    if results is None:
+        return _process_event_by_event(batch, cameras, settings, calibrations or {}, rng, recalibrate,
+                                       keep_waveforms)
+    return finish_batch(batch, results, cameras, settings, rng)
+
+
+def batch_images(batch, cameras, settings, calibrations=None, recalibrate=False, keep_waveforms=False):
+    """The part of `process_batch` that draws no random numbers: ``{tel_id: TelescopeDL1}`` without the
+    timing fits and quality flags (see `finish_batch`), or None where an extractor draws from the
+    generator (TwoPassWindowSum: its fits run event by event, in `process_batch`)."""
     calibrations = calibrations or {}
     if any(settings[tel_id].extractor == "TwoPassWindowSum" for tel_id in batch.tel):
-        return _process_event_by_event(batch, cameras, settings, calibrations, rng, recalibrate, keep_waveforms)
-    results = {
+        return None
+    return {
         tel_id: process_telescope_events(
-            batch.tel[tel_id], cameras[tel_id], settings[tel_id], calibrations.get(tel_id), rng, recalibrate,
+            batch.tel[tel_id], cameras[tel_id], settings[tel_id], calibrations.get(tel_id), None, recalibrate,
             fit_timing=False, keep_waveforms=keep_waveforms,
         )
         for tel_id in sorted(batch.tel)
     }
+
+
+def finish_batch(batch, results, cameras, settings, rng=None):
+    """`batch_images`' ``results`` completed in place: timing fits in event order from ``rng``, then
+    the quality flags.  Returns ``results``."""
     fit_timing_in_event_order(batch, results, cameras, rng)
     for tel_id, result in results.items():
         result.quality_flags = image_quality_flags(result, cameras[tel_id].geometry, settings[tel_id])

@@ -29,6 +29,7 @@ steps treat our DL0 like a sim_telarray file.  Times are written as ctapipe's
 ``ctao_high_res`` (TAI seconds + quarter nanoseconds since 1970).
 """
 
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -505,9 +506,54 @@ def _set_r1(te, reader, raw, start, calibration):
     te.r1 = r1_from_selected_samples(samples, te.selected_gain_channel, calibration)
 
 
-def _run_jobs(jobs):
-    for job in jobs:
-        job()
+class _BatchTasks:
+    """A batch's per-telescope work (decode its compact samples, then ``prepare(batch, tel_id)``),
+    done by whichever thread takes a task first: the read-ahead thread, or the caller's thread
+    when it needs the batch before that thread is through (`result`)."""
+
+    def __init__(self, batch, jobs, prepare):
+        self.batch, self.prepare = batch, prepare
+        self.tel_ids = [t for t in batch.tel if t in jobs or prepare is not None]
+        self.jobs = jobs
+        self.results = {}
+        self.errors = {}
+        self._next = 0
+        self._finished = 0
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if not self.tel_ids:
+            self._done.set()
+
+    def run(self):
+        """Run tasks until none are left to take."""
+        while True:
+            with self._lock:
+                if self._next == len(self.tel_ids):
+                    return
+                tel_id = self.tel_ids[self._next]
+                self._next += 1
+            try:
+                job = self.jobs.get(tel_id)
+                if job is not None:
+                    job()
+                if self.prepare is not None:
+                    self.results[tel_id] = self.prepare(self.batch, tel_id)
+            except BaseException as err:  # raised again by `result`, in the caller's thread
+                self.errors[tel_id] = err
+            with self._lock:
+                self._finished += 1
+                if self._finished == len(self.tel_ids):
+                    self._done.set()
+
+    def result(self):
+        """``{tel_id: prepare(batch, tel_id)}`` once every task is done (helping with those not yet
+        taken); the first telescope's error, in batch order, is raised."""
+        self.run()
+        self._done.wait()
+        for tel_id in self.tel_ids:
+            if tel_id in self.errors:
+                raise self.errors[tel_id]
+        return self.results
 
 
 class DL0Reader:
@@ -656,37 +702,43 @@ class DL0Reader:
             reader = self._chunk_readers[node._v_pathname] = RowChunkReader(node, self.path)
         return reader
 
-    def iter_batches(self, batch_size=1000, tel_ids=None, decode_ahead=False):
+    def iter_batches(self, batch_size=1000, tel_ids=None, decode_ahead=False, prepare=None):
         """Yield EventBatch objects of at most ``batch_size`` array events, in file order.
 
         ``tel_ids``: read the telescope data of only these telescopes (``tels_with_trigger``
-        still covers the whole subarray); None reads all.  ``decode_ahead``: a second thread
-        decodes and calibrates the next batch's compact samples while the caller works on
-        this batch (the HDF5 reads stay in this thread; HDF5 is not thread-safe); up to three
-        batches are then held at once (the caller's, the one being decoded, the one read next).
+        still covers the whole subarray); None reads all.  ``prepare``: a callable
+        ``prepare(batch, tel_id)`` run on each telescope of a batch once its compact samples are
+        decoded; it must not touch the file; the reader then yields ``(batch, {tel_id: prepare(batch,
+        tel_id)})``.  ``decode_ahead``: a second thread decodes (and prepares) the next batch,
+        telescope by telescope, while the caller works on this batch; the caller's thread takes
+        the telescopes that thread has not reached when it asks for the batch.  The HDF5 reads stay
+        in the caller's thread (HDF5 is not thread-safe).  Up to three batches are then held at
+        once (the caller's, the one being decoded, the one read next).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
-        batches = self._read_batches(batch_size, tel_ids)
+        batches = (_BatchTasks(batch, jobs, prepare) for batch, jobs in self._read_batches(batch_size, tel_ids))
+
+        def output(tasks):
+            results = tasks.result()
+            return tasks.batch if prepare is None else (tasks.batch, results)
+
         if not decode_ahead:
-            for batch, jobs in batches:
-                _run_jobs(jobs)
-                yield batch
+            for tasks in batches:
+                yield output(tasks)
             return
         with ThreadPoolExecutor(1, thread_name_prefix="dl0-decode") as pool:
             previous = None
-            for batch, jobs in batches:
-                current = (batch, pool.submit(_run_jobs, jobs))
+            for tasks in batches:
+                pool.submit(tasks.run)
                 if previous is not None:
-                    previous[1].result()
-                    yield previous[0]
-                previous = current
+                    yield output(previous)
+                previous = tasks
             if previous is not None:
-                previous[1].result()
-                yield previous[0]
+                yield output(previous)
 
     def _read_batches(self, batch_size, tel_ids):
-        """(EventBatch, jobs) of the file, in order: the jobs (callables, no HDF5 calls) fill in
+        """(EventBatch, jobs) of the file, in order: the jobs (tel_id -> callable, no HDF5 calls) fill in
         the compact samples' R1."""
         h5 = self.h5
         trigger = h5.get_node(TRIGGER)
@@ -721,7 +773,7 @@ class DL0Reader:
             bounds = np.searchsorted(tt["tel_id"], tel_ids_array, side="left")
             bounds = np.append(bounds, len(tt))
             counts = mask.sum(axis=0)
-            tel, jobs = {}, []
+            tel, jobs = {}, {}
             for j, tel_id in enumerate(all_tel_ids):
                 count = int(counts[j])
                 if count == 0 or tel_id not in wanted:
@@ -747,7 +799,7 @@ class DL0Reader:
     def _telescope_events(self, tel_id, start, count, event_ids, own, waveform_cursor, jobs):
         """TelescopeEvents of rows ``start:start+count``; ``own``: this telescope's trigger rows;
         ``waveform_cursor``: tel_id -> first unread row of a reduced DL0's kept waveforms;
-        ``jobs``: gets the job that sets the R1 of compact samples."""
+        ``jobs``: gets (under ``tel_id``) the job that sets the R1 of compact samples."""
         stop = start + count
         te = TelescopeEvents(tel_id=tel_id, event_id=event_ids.astype(np.int64))
         if len(own) != count or not np.array_equal(own["event_id"], event_ids):
@@ -779,8 +831,7 @@ class DL0Reader:
                               or np.min(te.selected_gain_channel) < 0):
                 raise DataError(f"{self.path}: {main_group}/tel_{tel_id:03d} selects a gain channel "
                                 f"the coefficients do not have")
-            jobs.append(partial(_set_r1, te, *self._dl0_samples(rows, tel_id, start, stop), start,
-                                calibration))
+            jobs[tel_id] = partial(_set_r1, te, *self._dl0_samples(rows, tel_id, start, stop), start, calibration)
         elif main_group == R1_GROUP:
             te.r1 = rows["waveform"][:, 0]
             te.selected_gain_channel = rows["selected_gain_channel"]

@@ -30,7 +30,9 @@ from ..image.processor import (
     CleaningSettings,
     ImageSettings,
     event_positions,
+    finish_batch,
     process_batch,
+    process_telescope_events,
     settings_for_type,
 )
 from ..io.dl0 import DL0Reader, DL0Writer, r1_from_kept_samples, selected_gain_samples
@@ -104,10 +106,10 @@ def _is_hdf5(path):
 class _DL0File:
     """An iactpipe DL0 HDF5 file as a source: telescope selection, like the sim_telarray reader's."""
 
-    def __init__(self, path, allowed_tels, max_events=None, decode_ahead=False):
+    def __init__(self, path, allowed_tels, max_events=None, read_ahead=False):
         self.reader = DL0Reader(path)
         self.max_events = max_events
-        self.decode_ahead = decode_ahead and self.reader.kind == "dl0"  # the only kind with work to do ahead
+        self.read_ahead = read_ahead and self.reader.kind != "images"  # images: nothing to do ahead
         self.path = path
         self.run_info = self.reader.run_info
         full = self.reader.subarray
@@ -124,23 +126,29 @@ class _DL0File:
             self.run_info.subarray = self.subarray
         self.complete = True
 
-    def iter_batches(self, batch_size):
+    def iter_batches(self, batch_size, prepare=None):
+        """Batches of the selected telescopes; with ``prepare``, ``(batch, {tel_id: prepare(batch, tel_id)})``
+        (see `DL0Reader.iter_batches`), None in place of that dict for a batch cut short by ``max_events``."""
         remaining = self.max_events
         if remaining is not None and remaining <= 0:
             return
         tel_ids = None if self._columns is None else [int(t) for t in self.subarray.tel_ids]
         # reads only these telescopes
-        for batch in self.reader.iter_batches(batch_size, tel_ids=tel_ids, decode_ahead=self.decode_ahead):
-            if self._columns is not None:
+        ahead = self.read_ahead and (prepare is not None or self.reader.kind == "dl0")
+        items = self.reader.iter_batches(batch_size, tel_ids=tel_ids, decode_ahead=ahead, prepare=prepare)
+        for item in items:
+            batch, prepared = item if prepare is not None else (item, None)
+            if self._columns is not None:  # drops array events without rows of the selected telescopes
                 mask = batch.tels_with_trigger[:, self._columns]
                 batch = _select_events(batch, mask.any(axis=1))
                 batch.tels_with_trigger = mask[mask.any(axis=1)]
             if remaining is not None:
                 if len(batch) > remaining:
                     batch = _first_events(batch, remaining, self.subarray)
+                    prepared = None  # computed for the telescope rows just cut
                 remaining -= len(batch)
             if len(batch):
-                yield batch
+                yield batch if prepare is None else (batch, prepared)
             if remaining == 0:  # read no further (with decode-ahead, the next batches are being read)
                 return
 
@@ -195,7 +203,7 @@ def open_source(path, config, max_events=None):
     if read_ahead is None:
         read_ahead = usable_cpus() > 1
     if _is_hdf5(path):
-        return _DL0File(path, allowed, max_events, decode_ahead=read_ahead)
+        return _DL0File(path, allowed, max_events, read_ahead=read_ahead)
     return SimTelReader(path, allowed_tels=allowed, max_events=max_events, allow_truncated=config["allow_truncated"],
                         read_ahead=read_ahead)
 
@@ -232,17 +240,25 @@ def _check_calibration_file(path, series, subarray):
     return used
 
 
+def _telescope_calibration(batch, tel_id, run_info, file_series):
+    """The coefficients of a telescope for its events in ``batch`` (those of a calibration file's
+    series at the event times, those read with the batch, or the run's)."""
+    series = file_series.get(tel_id)
+    te = batch.tel.get(tel_id)
+    if series is None or te is None:
+        return (batch.calibration or {}).get(tel_id, run_info.calibration.get(tel_id))
+    times = te.time_mjd
+    if times is None:
+        times = batch.time_mjd[event_positions(batch.event_id, te.event_id)]
+    return coefficients_at(series, times)
+
+
 def _batch_calibration(batch, run_info, file_series):
     calibration = dict(run_info.calibration)
     calibration.update(batch.calibration or {})
-    for tel_id, series in file_series.items():
-        te = batch.tel.get(tel_id)
-        if te is None:
-            continue
-        times = te.time_mjd
-        if times is None:
-            times = batch.time_mjd[event_positions(batch.event_id, te.event_id)]
-        calibration[tel_id] = coefficients_at(series, times)
+    for tel_id in file_series:
+        if tel_id in batch.tel:
+            calibration[tel_id] = _telescope_calibration(batch, tel_id, run_info, file_series)
     return calibration
 
 
@@ -517,13 +533,33 @@ class Dl0ToDl1Step(Step):
     def _process(source, path, writer, cameras, settings, series, rng, cut_flow, cfg, reduction=None):
         """Process all batches of one input; returns the number of array events."""
         recalibrate = series is not None
+        keep_waveforms = reduction is not None
+
+        def prepare(batch, tel_id):  # a telescope's images and parameters, in the reader's threads
+            if settings[tel_id].extractor == "TwoPassWindowSum":  # its time fits draw from rng: in event order
+                return None
+            calibration = _telescope_calibration(batch, tel_id, source.run_info, series or {})
+            try:
+                return process_telescope_events(batch.tel[tel_id], cameras[tel_id], settings[tel_id], calibration,
+                                                recalibrate=recalibrate, fit_timing=False,
+                                                keep_waveforms=keep_waveforms)
+            except ValueError:  # raised again, and reported, where process_batch computes them
+                return None
+
+        if isinstance(source, _DL0File):
+            items = source.iter_batches(cfg["chunk_size"], prepare=prepare)
+        else:
+            items = ((batch, None) for batch in source.iter_batches(cfg["chunk_size"]))
         n_events = 0
-        for batch in progress(source.iter_batches(cfg["chunk_size"]), desc=str(path.name)):
+        for batch, prepared in progress(items, desc=str(path.name)):
             n_events += len(batch)
             calibration = _batch_calibration(batch, source.run_info, series or {})
             try:
-                dl1 = process_batch(batch, cameras, settings, calibration, rng, recalibrate,
-                                    keep_waveforms=reduction is not None)
+                if prepared is not None and all(prepared.get(t) is not None for t in batch.tel):
+                    # the timing fits draw from rng in event order, here
+                    dl1 = finish_batch(batch, {t: prepared[t] for t in sorted(batch.tel)}, cameras, settings, rng)
+                else:
+                    dl1 = process_batch(batch, cameras, settings, calibration, rng, recalibrate, keep_waveforms)
             except ValueError as err:
                 raise DataError(f"{path}: {err}") from None
             for tel_id, result in dl1.items():
@@ -535,7 +571,7 @@ class Dl0ToDl1Step(Step):
             if reduction is not None:
                 reduction.write(path, batch, dl1, calibration, cameras, source.run_info)
             # release this chunk before the reader builds the next one (peak memory: one chunk)
-            del batch, dl1, calibration
+            del batch, dl1, calibration, prepared
         return n_events
 
 
