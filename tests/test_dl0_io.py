@@ -399,6 +399,50 @@ def test_compact_dl0_reads_back_as_calibrated_r1(tmp_path, r0_file):
         np.testing.assert_array_equal(stored[tel_id], np.take_along_axis(r0, selected[:, None, :, None], 1)[:, 0])
 
 
+@pytest.mark.parametrize("decode_ahead", [False, True])
+def test_compact_dl0_raw_samples_give_the_dl1_of_their_r1(tmp_path, r0_file, decode_ahead):
+    """``raw_samples``: the stored samples instead of the R1; process_telescope_events then
+    calibrates them itself (in NeighborPeakWindowSum's loop, or first for other extractors and for
+    ``keep_waveforms``) and gives the same DL1, bit for bit."""
+    from dataclasses import fields
+
+    from iactpipe.image.processor import CameraSetup, ImageSettings, process_telescope_events
+
+    path = tmp_path / "compact.dl0.h5"
+    batches, _ = _write_compact(path, r0_file, 3)
+    with DL0Reader(path) as reader:
+        info = reader.run_info
+        as_r1 = list(reader.iter_batches(5))
+        as_samples = list(reader.iter_batches(5, decode_ahead=decode_ahead, raw_samples=True))
+    for tel_id in (1, 2):
+        r0 = _tel_concat(batches, tel_id, "r0")
+        selected = _tel_concat(batches, tel_id, "selected_gain_channel")
+        assert all(b.tel[tel_id].r1 is None for b in as_samples if tel_id in b.tel)
+        np.testing.assert_array_equal(_tel_concat(as_samples, tel_id, "samples"),
+                                      np.take_along_axis(r0, selected[:, None, :, None], 1)[:, 0])
+    camera = CameraSetup.from_telescope(info.subarray.tels[1])
+    for extractor, keep in [("NeighborPeakWindowSum", False), ("NeighborPeakWindowSum", True),
+                            ("LocalPeakWindowSum", False)]:
+        settings = ImageSettings(extractor=extractor)
+        for one, other in zip(as_r1, as_samples, strict=True):
+            for tel_id, te in one.tel.items():
+                if tel_id != 1:
+                    continue
+                a = process_telescope_events(te, camera, settings, info.calibration[tel_id],
+                                             np.random.default_rng(0), keep_waveforms=keep)
+                b = process_telescope_events(other.tel[tel_id], camera, settings, info.calibration[tel_id],
+                                             np.random.default_rng(0), keep_waveforms=keep)
+                for field in fields(a):
+                    x, y = getattr(a, field.name), getattr(b, field.name)
+                    if isinstance(x, dict):
+                        assert x.keys() == y.keys()
+                        for key in x:
+                            np.testing.assert_array_equal(x[key], y[key], err_msg=f"{field.name} {key}")
+                    else:
+                        np.testing.assert_array_equal(x, y, err_msg=field.name)
+                assert (a.r1 is not None) is keep
+
+
 def _write_compact(path, r0_file, n_batches=3):
     info, batches, expected = _compact_batches(r0_file, n_batches)
     with DL0Writer(path, info, mode="dl0") as writer:

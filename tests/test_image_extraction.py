@@ -176,6 +176,42 @@ def test_fused_calibrate_and_extract_equals_two_steps(calibrated, camera):
     np.testing.assert_array_equal(out[0], expected[0][first])
 
 
+@pytest.mark.parametrize("camera", ["LSTCam", "FlashCam", "CHEC"])
+def test_compact_samples_extract_as_their_r1(calibrated, camera):
+    """neighbor_peak_window_sum_selected (calibration in the extractor's loop) gives, bit for bit,
+    calibrate_selected_samples followed by neighbor_peak_window_sum: fast and exact neighbour paths,
+    per-event and fixed broken pixels, and coefficients large enough to overflow float32."""
+    from iactpipe.image.calibration import calibrate_selected_samples
+    from iactpipe.image.extraction import neighbor_peak_window_sum_selected
+    from iactpipe.io.dl0 import selected_gain_samples
+
+    cam, _, selected, broken = calibrated[camera]
+    first = cam.tel_id == cam.tel_id[0]
+    selected, broken = selected[first], broken[first]
+    samples = selected_gain_samples(cam.r0[first], selected)
+    pedestal, dc_to_pe = cam.pedestal[first][0], cam.dc_to_pe[first][0]
+    correction = np.array([1.25, 2.5])
+    huge = dc_to_pe * np.float32(3e34)
+    varying = broken | (np.random.default_rng(4).random(broken.shape) < 0.03)  # other pixels in each event
+    cases = [(pedestal, dc_to_pe, 7, 3, 0, varying), (pedestal, dc_to_pe, 5, 2, 1, broken[0]),
+             (pedestal, dc_to_pe, 4, 1, -1, None), (pedestal, huge, 7, 3, 3, broken)]
+    for ped, factor, width, shift, weight, bad in cases:
+        r1 = calibrate_selected_samples(samples, selected, ped, factor)
+        expected = neighbor_peak_window_sum(r1, selected, cam.geometry.neighbors, cam.readout.sampling_rate_ghz,
+                                            correction, width, shift, weight, bad)
+        got = neighbor_peak_window_sum_selected(samples, selected, ped, factor, cam.geometry.neighbors,
+                                                cam.readout.sampling_rate_ghz, correction, width, shift, weight, bad)
+        for ours, ref in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32))
+    if pedestal.shape[0] == 2:  # each pixel's own gain: its coefficients and its correction
+        assert (selected == 1).any()
+        args = (pedestal, dc_to_pe, cam.geometry.neighbors, 1.0, correction)
+        assert not np.array_equal(neighbor_peak_window_sum_selected(samples, selected, *args)[0],
+                                  neighbor_peak_window_sum_selected(samples, np.zeros_like(selected), *args)[0])
+        with pytest.raises(ValueError, match="no integration correction for gain channel 1"):
+            neighbor_peak_window_sum_selected(samples, selected, *args[:-1], correction[:1])
+
+
 def test_correction_is_applied_per_selected_gain(calibrated):
     cam, r1, selected, broken = calibrated["LSTCam"]
     assert (selected == 1).any()

@@ -81,18 +81,57 @@ def test_without_c_blosc2_blosc_arrays_are_read_by_pytables(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("name", sorted(PIPELINES))
 def test_rows_decoded_here_equal_pytables_rows(tmp_path, name):
+    """In a file being written, chunks come from ``read_chunk``; read-only, from the file at HDF5's
+    offsets (adjacent chunks in one read, others one by one): the rows are PyTables' rows."""
     rng = np.random.default_rng(2)
     data = (300 + rng.poisson(20, (9, 50, 16))).astype(np.uint16)
-    with tables.open_file(tmp_path / "f.h5", "w") as h5:
-        node = _array(h5, "a", data, PIPELINES[name])
-        reader = RowChunkReader(node, "f.h5")
-        assert reader.direct
-        for start, stop in [(0, 9), (2, 5), (8, 9), (4, 4), (5, 3), (7, 20)]:  # as node.read: empty, clipped
-            assert np.array_equal(reader.read(start, stop), node.read(start, stop))
-            assert np.array_equal(reader.read(start, stop), data[start:stop])
-        out = np.zeros((3, 50, 16), np.uint16)
-        assert reader.read(1, 4, out=out) is out
-        assert np.array_equal(out, data[1:4])
+    path = tmp_path / "f.h5"
+    for mode in ("w", "r"):
+        with tables.open_file(path, mode) as h5:
+            node = _array(h5, "a", data, PIPELINES[name]) if mode == "w" else h5.root.a
+            reader = RowChunkReader(node, "f.h5")
+            assert reader.direct
+            for start, stop in [(0, 9), (2, 5), (8, 9), (4, 4), (5, 3), (7, 20)]:  # as node.read: empty, clipped
+                assert np.array_equal(reader.read(start, stop), node.read(start, stop))
+                assert np.array_equal(reader.read(start, stop), data[start:stop])
+            out = np.zeros((3, 50, 16), np.uint16)
+            assert reader.read(1, 4, out=out) is out
+            assert np.array_equal(out, data[1:4])
+            chunks = reader.read_raw(0, 9)
+            assert reader._by_offset is (mode == "r")
+            if mode == "r":  # (offset, size, blosc skipped): the file's order, or any other
+                assert [c[0] for c in chunks] == sorted(c[0] for c in chunks)
+                assert np.array_equal(reader.decode(chunks[::-1], 0), data[::-1])
+                assert np.array_equal(reader.decode(chunks[::2], 0), data[::2])
+            reader.close()
+            assert reader._fd is None
+
+
+def test_chunks_past_the_end_of_the_file_are_errors(tmp_path):
+    data = np.arange(4 * 64, dtype=np.uint16).reshape(4, 64)
+    path = tmp_path / "f.h5"
+    with tables.open_file(path, "w") as h5:
+        _array(h5, "a", data, PIPELINES["fletcher32"])
+    with tables.open_file(path) as h5:
+        reader = RowChunkReader(h5.root.a, path)
+        offset, size, _ = reader.read_raw(3, 4)[0]
+        end = path.stat().st_size
+        with pytest.raises(DataError, match=r"/a row 3: its chunk ends past the end of the file \(132 bytes\)"):
+            reader.decode([(end - 20, size, False)], 3)
+        assert np.array_equal(reader.decode([(offset, size, False)], 3), data[3:])
+        reader.close()
+
+
+def test_a_user_block_is_no_trouble(tmp_path):
+    """A file with a user block (offsets may not be file positions): the rows are still PyTables'."""
+    data = np.arange(5 * 40, dtype=np.uint16).reshape(5, 40)
+    path = tmp_path / "f.h5"
+    with tables.open_file(path, "w", user_block_size=4096) as h5:
+        _array(h5, "a", data, PIPELINES["blosc:lz4+fletcher32"])
+    with tables.open_file(path) as h5:
+        reader = RowChunkReader(h5.root.a, path)
+        assert np.array_equal(reader.read(0, 5), data)
+        reader.close()
 
 
 def test_rows_of_a_one_row_chunk_table(tmp_path):
@@ -191,7 +230,7 @@ def test_corrupt_frames_without_a_checksum_never_crash(tmp_path):
             bad[rng.integers(16, len(bad))] ^= 1 << rng.integers(0, 8)
             guard[:] = 0xAB
             try:
-                reader.decode([(bytes(bad), False)], row, out=guard[:-64].view(np.uint16).reshape(1, 64, 12))
+                reader.decode([(np.frombuffer(bytes(bad), np.uint8), False)], row, out=guard[:-64].view(np.uint16).reshape(1, 64, 12))
             except DataError as err:
                 errors += 1
                 assert str(err).startswith(f"{path}: /a row {row}: ")

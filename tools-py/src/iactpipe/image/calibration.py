@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_GAIN_THRESHOLD",
     "calibrate_r1",
     "calibrate_selected_samples",
+    "selected_samples_arrays",
     "select_gain_values",
     "apply_peak_time_shift",
     "shift_waveforms",
@@ -155,27 +156,28 @@ def calibrate_r1(
     return r1, selected
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _calibrate_selected_event(samples, selected, pedestal, factor, shift, r1):
+    """R1 of one event's gain-selected raw samples (n_pixels, n_samples) into ``r1`` (≥ that shape)."""
+    n_pixels, n_samples = samples.shape
+    for pixel in range(n_pixels):
+        gain = selected[pixel]
+        ped = pedestal[gain, pixel]
+        fac = factor[gain, pixel]
+        for sample in range(n_samples):
+            r1[pixel, sample] = (np.float32(samples[pixel, sample]) - ped) * fac + shift
+
+
 @njit(**KERNEL_OPTIONS)
 def _calibrate_selected_kernel(samples, selected, pedestal, factor, shift, r1):
     wide_vectors()
-    n_events, n_pixels, n_samples = samples.shape
-    for event in range(n_events):
-        for pixel in range(n_pixels):
-            gain = selected[event, pixel]
-            ped = pedestal[gain, pixel]
-            fac = factor[gain, pixel]
-            for sample in range(n_samples):
-                r1[event, pixel, sample] = (np.float32(samples[event, pixel, sample]) - ped) * fac + shift
+    for event in range(samples.shape[0]):
+        _calibrate_selected_event(samples[event], selected[event], pedestal, factor, shift, r1[event])
 
 
-def calibrate_selected_samples(samples, selected_gain_channel, pedestal_per_sample, dc_to_pe):
-    """R1 (n_events, n_pixels, n_samples) float32 of raw samples already gain-selected.
-
-    ``samples``: (n_events, n_pixels, n_samples) integers, each pixel's samples in the gain
-    ``selected_gain_channel`` (n_events, n_pixels) names; ``pedestal_per_sample``, ``dc_to_pe``:
-    (n_gains, n_pixels).  The float32 operations of `calibrate_r1`, so the R1 is bit for bit
-    that of calibrating the R0 the samples came from.
-    """
+def selected_samples_arrays(samples, selected_gain_channel, pedestal_per_sample, dc_to_pe):
+    """Checked contiguous (samples, selected int8, pedestal float32, factor float32) for the kernels
+    of gain-selected raw samples (see `calibrate_selected_samples`)."""
     samples = np.ascontiguousarray(samples)
     if samples.ndim != 3:
         raise ValueError(f"samples must be (n_events, n_pixels, n_samples), got {samples.shape}")
@@ -190,6 +192,19 @@ def calibrate_selected_samples(samples, selected_gain_channel, pedestal_per_samp
                          f"got {pedestal.shape} and {factor.shape}")
     if selected.size and (selected.min() < 0 or selected.max() >= pedestal.shape[0]):
         raise ValueError(f"selected_gain_channel outside the coefficients' {pedestal.shape[0]} gain channels")
+    return samples, selected, pedestal, factor
+
+
+def calibrate_selected_samples(samples, selected_gain_channel, pedestal_per_sample, dc_to_pe):
+    """R1 (n_events, n_pixels, n_samples) float32 of raw samples already gain-selected.
+
+    ``samples``: (n_events, n_pixels, n_samples) integers, each pixel's samples in the gain
+    ``selected_gain_channel`` (n_events, n_pixels) names; ``pedestal_per_sample``, ``dc_to_pe``:
+    (n_gains, n_pixels).  The float32 operations of `calibrate_r1`, so the R1 is bit for bit
+    that of calibrating the R0 the samples came from.
+    """
+    samples, selected, pedestal, factor = selected_samples_arrays(samples, selected_gain_channel,
+                                                                  pedestal_per_sample, dc_to_pe)
     r1 = np.empty(samples.shape, dtype=np.float32)
     _calibrate_selected_kernel(samples, selected, pedestal, factor, np.float32(0.0), r1)
     return r1

@@ -38,7 +38,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._utils import wide_vectors
-from .calibration import DEFAULT_GAIN_THRESHOLD, KERNEL_OPTIONS, _calibrate_event, _per_event
+from .calibration import (
+    DEFAULT_GAIN_THRESHOLD,
+    KERNEL_OPTIONS,
+    _calibrate_event,
+    _calibrate_selected_event,
+    _per_event,
+    selected_samples_arrays,
+)
 from .cleaning import tailcuts_clean
 from .hillas import HILLAS_COLUMNS, I_FOV_LAT, I_FOV_LON, I_PSI, hillas_image
 from .invalid_pixels import interpolate_invalid_pixels
@@ -52,6 +59,7 @@ __all__ = [
     "sliding_window_correction",
     "neighbor_peak_window_sum",
     "neighbor_peak_window_sum_kept",
+    "neighbor_peak_window_sum_selected",
     "calibrate_kept_samples",
     "calibrate_and_extract",
     "local_peak_window_sum",
@@ -810,6 +818,32 @@ def _calibrate_neighbor_peak_events(
             buf, n_samples, buf, fast, check, table, event_table, indptr, indices, local_weight, broken, any_broken,
             width, shift, sampling_rate_ghz, correction, event_selected, image[event], peak_time[event], peaks, todo,
             r0[min(event + 1, last - 1), 0],
+        )
+
+
+@njit(**KERNEL_OPTIONS)
+def _selected_neighbor_peak_events(
+    samples, selected, pedestal, factor, calib_shift, broken, indptr, indices, table, fast, check, local_weight, width,
+    shift, sampling_rate_ghz, correction, image, peak_time,
+):
+    """Gain-selected raw samples → image, event by event: each event is calibrated into a cache-resident buffer
+    (`_calibrate_selected_event`, as `calibrate_selected_samples` does), then NeighborPeakWindowSum."""
+    n_events, n_pixels, n_samples = samples.shape
+    buf, event_table, peaks, todo = _scratch(n_pixels, n_samples, table)
+    any_broken = False
+    event_broken = broken[0]
+    for event in range(n_events):
+        event_selected = selected[event]
+        _calibrate_selected_event(samples[event], event_selected, pedestal, factor, calib_shift, buf)
+        if event == 0 or broken.shape[0] > 1:
+            event_broken = broken[event if broken.shape[0] > 1 else 0]
+            any_broken = False
+            for pixel in range(n_pixels):
+                any_broken |= event_broken[pixel]
+        _neighbor_peak_event(
+            buf, n_samples, buf, fast, check, table, event_table, indptr, indices, local_weight, event_broken,
+            any_broken, width, shift, sampling_rate_ghz, correction, event_selected, image[event], peak_time[event],
+            peaks, todo, samples[min(event + 1, n_events - 1)],
         )
 
 
@@ -1758,6 +1792,37 @@ def calibrate_and_extract(
     if return_r1:
         return image, peak_time, selected, r1
     return image, peak_time, selected
+
+
+def neighbor_peak_window_sum_selected(
+    samples, selected_gain_channel, pedestal_per_sample, dc_to_pe, neighbors, sampling_rate_ghz, correction=None,
+    window_width=7, window_shift=3, local_weight=0, broken_pixels=None,
+):
+    """Compact DL0 → (image, peak_time): :func:`~iactpipe.image.calibration.calibrate_selected_samples`
+    followed by :func:`neighbor_peak_window_sum`, event by event in cache (identical results; the R1
+    is never written out).  ``samples`` (n_events, n_pixels, n_samples) raw samples of the gain
+    ``selected_gain_channel`` names; coefficients (n_gains, n_pixels); ``broken_pixels`` of the
+    selected gain, (n_pixels,) or (n_events, n_pixels).
+    """
+    samples, selected, pedestal, factor = selected_samples_arrays(samples, selected_gain_channel,
+                                                                  pedestal_per_sample, dc_to_pe)
+    n_events, n_pixels, n_samples = samples.shape
+    if n_samples == 0:
+        raise ValueError(f"samples must have shape (n_events, n_pixels, n_samples > 0), got {samples.shape}")
+    indptr, indices, table = _neighbors(neighbors, n_pixels)
+    correction = np.ones(2) if correction is None else np.atleast_1d(np.asarray(correction, dtype=np.float64))
+    if selected.size and selected.max() >= len(correction):
+        raise ValueError(f"no integration correction for gain channel {selected.max()}")
+    local_weight = int(local_weight)
+    image = np.empty((n_events, n_pixels), dtype=np.float32)
+    peak_time = np.empty((n_events, n_pixels), dtype=np.float32)
+    shift = np.float32(0.0)
+    _selected_neighbor_peak_events(
+        samples, selected, pedestal, factor, shift, _broken(broken_pixels, n_events, n_pixels), indptr, indices,
+        table, _fast_path(table, local_weight, n_samples), _may_overflow(samples, pedestal, factor, 0.0, local_weight),
+        local_weight, int(window_width), int(window_shift), float(sampling_rate_ghz), correction, image, peak_time,
+    )
+    return image, peak_time
 
 
 def local_peak_window_sum(

@@ -20,7 +20,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .calibration import DEFAULT_GAIN_THRESHOLD, apply_peak_time_shift, calibrate_r1, select_gain_values
+from .calibration import (
+    DEFAULT_GAIN_THRESHOLD,
+    apply_peak_time_shift,
+    calibrate_r1,
+    calibrate_selected_samples,
+    select_gain_values,
+)
 from .cleaning import dilate, mars_cleaning_1st_pass, tailcuts_clean, time_constrained_clean, touches
 from .extraction import (
     EXTRACTORS,
@@ -28,6 +34,7 @@ from .extraction import (
     extract_images,
     integration_correction,
     neighbor_peak_window_sum_kept,
+    neighbor_peak_window_sum_selected,
 )
 from .geometry import ImageGeometry
 from .invalid_pixels import flat_waveform_mask, interpolate_invalid_pixels, zero_invalid_pixels
@@ -456,7 +463,7 @@ def _waveforms_to_images(events, camera, settings, calibration, recalibrate, rng
             )
             return image, peak_time, selected, flags, np.ones(n_events, dtype=bool), r1[0] if r1 else None
         r1, selected = calibrate_r1(r0, pedestal, dc_to_pe, threshold=settings.gain_threshold)
-    elif events.r1 is not None or _kept_samples(events) is not None:
+    elif events.r1 is not None or _kept_samples(events) is not None or events.samples is not None:
         r1 = events.r1
         selected = events.selected_gain_channel
         if selected is None:
@@ -466,6 +473,19 @@ def _waveforms_to_images(events, camera, settings, calibration, recalibrate, rng
             # no gain channel stored: the pixel was not read out (ctapipe's disabled pixels)
             off = (np.asarray(events.pixel_status) & _GAIN_STORED_BITS) == 0
             flags = flags | off[:, np.newaxis, :]
+        if r1 is None and events.samples is not None:  # compact DL0: raw samples of the selected gain
+            if calibration is None:
+                raise ValueError(f"tel {events.tel_id}: raw samples need calibration coefficients")
+            pedestal, dc_to_pe = calibration.pedestal_per_sample, calibration.dc_to_pe
+            if settings.extractor == "NeighborPeakWindowSum" and not keep_waveforms:
+                options = settings.options
+                image, peak_time = neighbor_peak_window_sum_selected(
+                    events.samples, selected, pedestal, dc_to_pe, neighbors, camera.readout.sampling_rate_ghz,
+                    camera.correction(settings), options["window_width"], options["window_shift"],
+                    options["local_weight"], broken_pixels=_selected_flags(flags, selected, n_events),
+                )
+                return image, peak_time, selected, flags, np.ones(n_events, dtype=bool), None
+            r1 = calibrate_selected_samples(events.samples, selected, pedestal, dc_to_pe)
         if r1 is None:  # reduced DL0 with the kept waveforms only
             if settings.extractor == "NeighborPeakWindowSum" and not keep_waveforms:
                 image, peak_time = _images_from_kept_waveforms(
@@ -532,7 +552,8 @@ def process_telescope_events(events, camera, settings, calibration=None, rng=Non
         events, camera, settings, calibration, recalibrate, rng, keep_waveforms
     )
     extracted = (image.copy(), peak_time.copy()) if keep_waveforms else (None, None)
-    if events.r0 is not None or events.r1 is not None or _kept_samples(events) is not None:
+    if (events.r0 is not None or events.r1 is not None or _kept_samples(events) is not None
+            or events.samples is not None):
         time_shift = _calibration_arrays(calibration, "time_shift", flags.shape[1], camera.n_pixels)
         if settings.peak_time_shift and time_shift is not None:
             if selected is None:

@@ -501,9 +501,13 @@ def _scalar(value):
 
 def _set_r1(te, reader, raw, start, calibration):
     """A read-ahead job: ``te.r1`` from compact samples (``reader.decode(raw, start)``; ``raw``
-    itself where ``reader`` is None)."""
+    itself where ``reader`` is None), or the samples themselves in ``te.samples`` where
+    ``calibration`` is None."""
     samples = raw if reader is None else reader.decode(raw, start)
-    te.r1 = r1_from_selected_samples(samples, te.selected_gain_channel, calibration)
+    if calibration is None:
+        te.samples = samples
+    else:
+        te.r1 = r1_from_selected_samples(samples, te.selected_gain_channel, calibration)
 
 
 class _BatchTasks:
@@ -605,6 +609,8 @@ class DL0Reader:
         self.close()
 
     def close(self):
+        for reader in getattr(self, "_chunk_readers", {}).values():
+            reader.close()
         if self.h5.isopen:
             self.h5.close()
 
@@ -702,7 +708,7 @@ class DL0Reader:
             reader = self._chunk_readers[node._v_pathname] = RowChunkReader(node, self.path)
         return reader
 
-    def iter_batches(self, batch_size=1000, tel_ids=None, decode_ahead=False, prepare=None):
+    def iter_batches(self, batch_size=1000, tel_ids=None, decode_ahead=False, prepare=None, raw_samples=False):
         """Yield EventBatch objects of at most ``batch_size`` array events, in file order.
 
         ``tel_ids``: read the telescope data of only these telescopes (``tels_with_trigger``
@@ -713,11 +719,14 @@ class DL0Reader:
         telescope by telescope, while the caller works on this batch; the caller's thread takes
         the telescopes that thread has not reached when it asks for the batch.  The HDF5 reads stay
         in the caller's thread (HDF5 is not thread-safe).  Up to three batches are then held at
-        once (the caller's, the one being decoded, the one read next).
+        once (the caller's, the one being decoded, the one read next).  ``raw_samples``: compact DL0
+        telescopes get their decoded samples in ``samples`` (``r1`` None), for the caller to calibrate
+        with ``run_info.calibration`` (e.g. `~iactpipe.image.extraction.neighbor_peak_window_sum_selected`).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
-        batches = (_BatchTasks(batch, jobs, prepare) for batch, jobs in self._read_batches(batch_size, tel_ids))
+        batches = (_BatchTasks(batch, jobs, prepare)
+                   for batch, jobs in self._read_batches(batch_size, tel_ids, raw_samples))
 
         def output(tasks):
             results = tasks.result()
@@ -737,7 +746,7 @@ class DL0Reader:
             if previous is not None:
                 yield output(previous)
 
-    def _read_batches(self, batch_size, tel_ids):
+    def _read_batches(self, batch_size, tel_ids, raw_samples=False):
         """(EventBatch, jobs) of the file, in order: the jobs (tel_id -> callable, no HDF5 calls) fill in
         the compact samples' R1."""
         h5 = self.h5
@@ -781,7 +790,7 @@ class DL0Reader:
                     continue
                 own = tt[bounds[j]:bounds[j + 1]] if tel_ids_sorted else tt[tt["tel_id"] == tel_id]
                 tel[tel_id] = self._telescope_events(tel_id, cursor[tel_id], count, trig["event_id"][mask[:, j]], own,
-                                                     waveform_cursor, jobs)
+                                                     waveform_cursor, jobs, raw_samples)
                 cursor[tel_id] += count
             shower = None
             if shower_node is not None:
@@ -796,7 +805,7 @@ class DL0Reader:
                 pointing_az=pointing_az, tel=tel, shower=shower,
             ), jobs
 
-    def _telescope_events(self, tel_id, start, count, event_ids, own, waveform_cursor, jobs):
+    def _telescope_events(self, tel_id, start, count, event_ids, own, waveform_cursor, jobs, raw_samples=False):
         """TelescopeEvents of rows ``start:start+count``; ``own``: this telescope's trigger rows;
         ``waveform_cursor``: tel_id -> first unread row of a reduced DL0's kept waveforms;
         ``jobs``: gets (under ``tel_id``) the job that sets the R1 of compact samples."""
@@ -831,7 +840,8 @@ class DL0Reader:
                               or np.min(te.selected_gain_channel) < 0):
                 raise DataError(f"{self.path}: {main_group}/tel_{tel_id:03d} selects a gain channel "
                                 f"the coefficients do not have")
-            jobs[tel_id] = partial(_set_r1, te, *self._dl0_samples(rows, tel_id, start, stop), start, calibration)
+            jobs[tel_id] = partial(_set_r1, te, *self._dl0_samples(rows, tel_id, start, stop), start,
+                                   None if raw_samples else calibration)
         elif main_group == R1_GROUP:
             te.r1 = rows["waveform"][:, 0]
             te.selected_gain_channel = rows["selected_gain_channel"]

@@ -59,6 +59,8 @@ class TelescopeEvents:
     ``r1_kept`` (n_kept, n_samples) float32: the R1 waveforms of just those pixels
     (``r1[waveform_kept]``: event by event, pixels in increasing order), instead of ``r1``.
     Rows of the first k events are its first ``waveform_kept[:k].sum()`` rows.
+    Compact DL0 read with ``raw_samples``: ``samples`` (n, n_pixels, n_samples) uint16 raw samples
+    of the gain ``selected_gain_channel`` names, instead of ``r1`` (calibrated with the run's coefficients).
     """
 
     tel_id: int
@@ -79,6 +81,7 @@ class TelescopeEvents:
     pixel_status: np.ndarray | None = None
     waveform_kept: np.ndarray | None = None
     r1_kept: np.ndarray | None = None
+    samples: np.ndarray | None = None
 
     def __len__(self):
         return len(self.event_id)

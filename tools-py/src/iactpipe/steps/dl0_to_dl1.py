@@ -126,16 +126,18 @@ class _DL0File:
             self.run_info.subarray = self.subarray
         self.complete = True
 
-    def iter_batches(self, batch_size, prepare=None):
+    def iter_batches(self, batch_size, prepare=None, raw_samples=False):
         """Batches of the selected telescopes; with ``prepare``, ``(batch, {tel_id: prepare(batch, tel_id)})``
-        (see `DL0Reader.iter_batches`), None in place of that dict for a batch cut short by ``max_events``."""
+        (see `DL0Reader.iter_batches`, also for ``raw_samples``), None in place of that dict for a batch cut
+        short by ``max_events``."""
         remaining = self.max_events
         if remaining is not None and remaining <= 0:
             return
         tel_ids = None if self._columns is None else [int(t) for t in self.subarray.tel_ids]
         # reads only these telescopes
         ahead = self.read_ahead and (prepare is not None or self.reader.kind == "dl0")
-        items = self.reader.iter_batches(batch_size, tel_ids=tel_ids, decode_ahead=ahead, prepare=prepare)
+        items = self.reader.iter_batches(batch_size, tel_ids=tel_ids, decode_ahead=ahead, prepare=prepare,
+                                         raw_samples=raw_samples)
         for item in items:
             batch, prepared = item if prepare is not None else (item, None)
             if self._columns is not None:  # drops array events without rows of the selected telescopes
@@ -547,7 +549,9 @@ class Dl0ToDl1Step(Step):
                 return None
 
         if isinstance(source, _DL0File):
-            items = source.iter_batches(cfg["chunk_size"], prepare=prepare)
+            # compact DL0 samples calibrated in the extractor's loop (the R1 never written out), with the
+            # file's coefficients: those the batches carry when no calibration file replaces them
+            items = source.iter_batches(cfg["chunk_size"], prepare=prepare, raw_samples=series is None)
         else:
             items = ((batch, None) for batch in source.iter_batches(cfg["chunk_size"]))
         n_events = 0
