@@ -107,6 +107,37 @@ def test_rows_decoded_here_equal_pytables_rows(tmp_path, name):
             assert reader._fd is None
 
 
+def test_chunk_index_lists_what_chunk_info_gives(tmp_path):
+    """One pass of H5Dchunk_iter gives each row's (offset, size, filter mask) as chunk_info does, -1 for
+    chunks never written; a read-only reader then locates rows without HDF5 calls."""
+    from iactpipe.io.chunks import _chunk_index, _hdf5_chunk_iter
+
+    if _hdf5_chunk_iter() is None:
+        pytest.skip("no H5Dchunk_iter in this process's HDF5 library")
+    rng = np.random.default_rng(8)
+    path = tmp_path / "f.h5"
+    with tables.open_file(path, "w") as h5:
+        node = h5.create_carray("/", "a", atom=tables.UInt16Atom(), shape=(9, 300), chunkshape=(1, 300),
+                                filters=PIPELINES["blosc:lz4+fletcher32"])
+        node[0] = np.arange(300) % 7  # compresses
+        node[2:5] = rng.integers(0, 65535, (3, 300))  # does not: stored unfiltered (blosc bit in the mask)
+        node[7] = 1
+    with tables.open_file(path) as h5:
+        node = h5.root.a
+        index = _chunk_index(node)
+        for row in range(9):
+            info = node.chunk_info((row, 0))
+            if info.offset is None:
+                assert index[0, row] == -1
+            else:
+                assert tuple(index[:, row]) == (info.offset, info.size, info.filter_mask)
+        assert {int(m) for m in index[2]} == {0, 1}
+        reader = RowChunkReader(node, path)
+        assert np.array_equal(reader.read(0, 9), node.read())
+        assert reader._index is not False and reader.read_raw(5, 7) == [None, None]
+        reader.close()
+
+
 def test_chunks_past_the_end_of_the_file_are_errors(tmp_path):
     data = np.arange(4 * 64, dtype=np.uint16).reshape(4, 64)
     path = tmp_path / "f.h5"
