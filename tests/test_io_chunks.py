@@ -77,6 +77,7 @@ def test_without_c_blosc2_blosc_arrays_are_read_by_pytables(tmp_path, monkeypatc
         plain = RowChunkReader(_array(h5, "b", data, PIPELINES["fletcher32"]), "f.h5")
         assert not blosc.direct and plain.direct
         assert np.array_equal(blosc.read(0, 3), data)
+        assert np.array_equal(plain.read(0, 3), data)  # checked row by row, without the kernel
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINES))
@@ -242,6 +243,22 @@ def test_corrupt_chunks_are_errors_naming_file_array_and_row(tmp_path):
             reader.read(0, 5)
 
 
+def test_chunks_of_the_wrong_size_are_errors(tmp_path):
+    """Checked chunks too short for their checksum, or holding another number of bytes than a row."""
+    data = np.arange(4 * 10, dtype=np.uint16).reshape(4, 10)
+    with tables.open_file(tmp_path / "f.h5", "w") as h5:
+        reader = RowChunkReader(_array(h5, "a", data, PIPELINES["fletcher32"]), "f.h5")
+        def checked(raw):
+            raw = np.frombuffer(raw, np.uint8)
+            return np.concatenate([raw, np.frombuffer(int(fletcher32(raw)).to_bytes(4, "little"), np.uint8)]), False
+
+        assert np.array_equal(reader.decode([checked(data[1].tobytes())], 1), data[1:2])
+        with pytest.raises(DataError, match=r"f.h5: /a row 2: 18 bytes stored, a row has 20 \(corrupt file\?\)"):
+            reader.decode([checked(data[1].tobytes()), checked(data[2].tobytes()[:-2])], 1)
+        with pytest.raises(DataError, match=r"/a row 0: shorter than its checksum"):
+            reader.decode([(np.zeros(3, np.uint8), False)], 0)
+
+
 def test_corrupt_frames_without_a_checksum_never_crash(tmp_path):
     """Without fletcher32, bit flips in blosc frames give the rows blosc decodes or a one-line
     DataError (c-blosc2 checks its bounds), never a crash or a write past the row."""
@@ -279,3 +296,26 @@ def test_chunks_never_written_read_as_the_fill_value(tmp_path):
         assert reader.direct
         assert np.array_equal(reader.read(0, 6), node.read())
         assert np.all(reader.read(4, 6) == -5)
+
+
+def test_decode_kernel_loads_from_numba_s_cache(tmp_path):
+    """`decode_rows` calls c-blosc2 by a symbol name registered at run time: compiled in one process,
+    it loads from numba's cache in the next and decodes the same rows."""
+    import os
+    import subprocess
+    import sys
+
+    data = (np.arange(6 * 50 * 8) % 251).astype(np.uint16).reshape(6, 50, 8)
+    path = tmp_path / "f.h5"
+    with tables.open_file(path, "w") as h5:
+        _array(h5, "a", data, PIPELINES["blosc:lz4+fletcher32"])
+    code = ("import numpy as np, tables; from iactpipe.io.chunks import RowChunkReader; "
+            "from iactpipe.io._row_decode import decode_rows; "
+            f"h5 = tables.open_file({str(path)!r}); r = RowChunkReader(h5.root.a, 'f'); "
+            "print(int(r.read(0, 6).astype(np.int64).sum()), sum(decode_rows.stats.cache_hits.values()))")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    (total_1, hits_1), (total_2, hits_2) = (map(int, run.stdout.split()) for run in runs)
+    assert total_1 == total_2 == int(data.astype(np.int64).sum())
+    assert (hits_1, hits_2) == (0, 1)

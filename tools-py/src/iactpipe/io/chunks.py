@@ -6,8 +6,8 @@ fletcher32, a blosc filter that decompresses into a scratch buffer, and a copy t
 chunk cache.  Here HDF5 only says where each chunk lies: for all rows of an array in one
 pass of ``H5Dchunk_iter`` (~2 µs a chunk, once), else row by row with ``Leaf.chunk_info``
 (~7 µs); the stored bytes are read from the file directly (``os.preadv``, adjacent chunks in
-one call), their checksum verified by a numba kernel and their blosc frame decompressed
-straight into the output.  Arrays of any other layout or filter pipeline are read through
+one call), then one numba call (`~iactpipe.io._row_decode.decode_rows`, without the GIL)
+verifies each chunk's checksum and decompresses its blosc frame straight into the output.  Arrays of any other layout or filter pipeline are read through
 PyTables.
 """
 
@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import tables
+from llvmlite import binding as llvm_binding
 
 from ..errors import DataError
 from ._fletcher32 import fletcher32
+from ._row_decode import BLOSC_SYMBOL, ROW_PROBLEMS, decode_rows
 
 __all__ = ["RowChunkReader", "blosc_decompress"]
 
@@ -95,6 +97,8 @@ def blosc_decompress():
         expected = ((np.arange(256, dtype=np.uint16) % 17) * 3).view(np.uint8)
         frame = np.frombuffer(_PROBE_FRAME, np.uint8)
         if decompress(frame, frame.size, probe) == probe.size and np.array_equal(probe, expected):
+            # the name `decode_rows` calls it by (before that kernel is compiled or loaded from the cache)
+            llvm_binding.add_symbol(BLOSC_SYMBOL, ctypes.cast(function, ctypes.c_void_p).value)
             return decompress
     return None
 
@@ -254,13 +258,24 @@ class RowChunkReader:
 
     def _pread(self, offset, size):
         """``size`` bytes of the file at ``offset`` (uint8 array; fewer where the file ends)."""
+        buffer = np.empty(size, np.uint8)
+        return buffer[:self._pread_into(buffer, offset)]
+
+    def _pread_into(self, buffer, offset):
+        """Read the file at ``offset`` into the uint8 array ``buffer``; returns the bytes read (fewer where the
+        file ends)."""
         with self._fd_lock:
             if self._fd is None:
                 self._fd = os.open(self.node._v_file.filename, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             fd = self._fd
-        buffer = np.empty(size, np.uint8)
-        n_read = os.preadv(fd, [buffer], offset) if hasattr(os, "preadv") else _pread_into(fd, buffer, offset)
-        return buffer[:n_read]
+        n_read = 0
+        while n_read < buffer.size:  # a read may return fewer bytes than asked for
+            got = os.preadv(fd, [buffer[n_read:]], offset + n_read) if hasattr(os, "preadv") else \
+                _pread_into(fd, buffer[n_read:], offset + n_read)
+            if got == 0:
+                break
+            n_read += got
+        return n_read
 
     def close(self):
         """Close the file descriptor the direct reads use (reopened if needed)."""
@@ -280,29 +295,64 @@ class RowChunkReader:
             out = np.empty((len(chunks), *self.row_shape), self.dtype)
         elif out.dtype != self.dtype or out.shape != (len(chunks), *self.row_shape) or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous {self.dtype} array of shape {(len(chunks), *self.row_shape)}")
-        flat, size = out.reshape(-1).view(np.uint8), self.row_bytes
-        i = 0
-        while i < len(chunks):
-            chunk = chunks[i]
-            if chunk is None or len(chunk) == 2:  # the fill value, or bytes from read_chunk
-                self._decode_row(chunk, start + i, flat[i * size:(i + 1) * size])
-                i += 1
-                continue
-            # file offsets: chunks that follow each other in the file are read in one call
-            first, end = i, i + 1
-            while (end < len(chunks) and chunks[end] is not None and len(chunks[end]) == 3
-                   and chunks[end][0] == chunks[end - 1][0] + chunks[end - 1][1]):
-                end += 1
-            offset = chunk[0]
-            data = self._pread(offset, chunks[end - 1][0] + chunks[end - 1][1] - offset)
-            for j in range(first, end):
-                at, n_bytes, skipped = chunks[j]
-                raw = data[at - offset:at - offset + n_bytes]
-                if len(raw) != n_bytes:
-                    self._corrupt(start + j, f"its chunk ends past the end of the file ({n_bytes} bytes)")
-                self._decode_row((raw, skipped), start + j, flat[j * size:(j + 1) * size])
-            i = end
+        flat = out.reshape(-1).view(np.uint8).reshape(len(chunks), self.row_bytes)
+        present = []
+        for i, chunk in enumerate(chunks):
+            if chunk is None:  # never written: the fill value
+                flat[i] = np.full(self.row_shape, self._fill, self.dtype).reshape(-1).view(np.uint8)
+            else:
+                present.append(i)
+        if not present:
+            return out
+        data, starts, sizes, skipped = self._gather(chunks, present, start)
+        if blosc_decompress() is None:  # (only for pipelines without blosc) decoded row by row
+            for k, i in enumerate(present):
+                raw = data[starts[k]:starts[k] + sizes[k]]
+                self._decode_row((raw, skipped[k]), start + i, flat[i])
+            return out
+        status = np.empty(len(present), np.uint8)
+        targets = np.asarray(present, dtype=np.int64)
+        decode_rows(data, starts, sizes, skipped, targets, self.checked, bool(self.blosc_bit), flat, status)
+        if status.any():
+            k = int(np.flatnonzero(status)[0])
+            problem = ROW_PROBLEMS[status[k]]
+            if status[k] == 5:
+                problem = f"{int(sizes[k]) - 4 * self.checked} bytes stored, a row has {self.row_bytes}"
+            self._corrupt(start + present[k], problem)
         return out
+
+    def _gather(self, chunks, present, start):
+        """(data, starts, sizes, skipped) of the ``present`` chunks, their stored bytes side by side in
+        ``data``: chunks at file offsets read (those next to each other in one call), others copied."""
+        sizes = np.array([len(chunks[i][0]) if len(chunks[i]) == 2 else chunks[i][1] for i in present], np.int64)
+        starts = np.zeros(len(present), np.int64)
+        np.cumsum(sizes[:-1], out=starts[1:])
+        skipped = np.array([chunks[i][-1] for i in present], dtype=np.bool_)
+        data = np.empty(int(sizes.sum()), np.uint8)
+        k = 0
+        while k < len(present):
+            chunk = chunks[present[k]]
+            if len(chunk) == 2:  # bytes from read_chunk
+                data[starts[k]:starts[k] + sizes[k]] = chunk[0]
+                k += 1
+                continue
+            end = k + 1  # chunks next to each other in the file: one read
+            while (end < len(present) and len(chunks[present[end]]) == 3
+                   and chunks[present[end]][0] == chunks[present[end - 1]][0] + chunks[present[end - 1]][1]):
+                end += 1
+            first, n_bytes = starts[k], int(starts[end - 1] + sizes[end - 1] - starts[k])
+            if self._pread_into(data[first:first + n_bytes], chunk[0]) < n_bytes:
+                for j in range(k, end):  # the first chunk the file does not hold in full
+                    at = chunks[present[j]][0] + chunks[present[j]][1]
+                    if at > self._file_size():
+                        self._corrupt(start + present[j],
+                                      f"its chunk ends past the end of the file ({chunks[present[j]][1]} bytes)")
+                self._corrupt(start + present[k], "cannot read its chunk")
+            k = end
+        return data, starts, sizes, skipped
+
+    def _file_size(self):
+        return os.fstat(self._fd).st_size
 
     def _decode_row(self, chunk, row, out):
         if chunk is None:
