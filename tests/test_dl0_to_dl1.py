@@ -577,14 +577,17 @@ def test_compact_dl0_gives_the_dl1_of_its_r1(dl0_files, workdir):
                 writer.write(batch)
             writer.close(info.shower_distribution)
     assert os.path.getsize(paths["dl0"]) < os.path.getsize(paths["r1"])
-    for mode in ("r0", "dl0"):  # both: R1 input, time shifts from the file's coefficients
-        outs[mode] = workdir / f"sim_calibrated_{mode}.dl1.h5"
-        assert run_step([paths[mode], "-o", outs[mode], "--write-images"])[0] == 0
-    for group in (IMAGES, PARAMETERS):
-        a, b = tel_tables(outs["dl0"], group), tel_tables(outs["r0"], group)
-        assert sorted(a) == sorted(b) and len(a) > 2
-        for tel in a:
-            assert_rows_equal(a[tel], b[tel], f"{group} {tel}")
+    two_pass = workdir / "two_pass.yaml"  # compact samples calibrated before the extractor, event by event
+    two_pass.write_text("image_extraction:\n  '*': {extractor: TwoPassWindowSum}\n")
+    for extra in ([], ["--config", two_pass]):
+        for mode in ("r0", "dl0"):  # both: R1 input, time shifts from the file's coefficients
+            outs[mode] = workdir / f"sim_calibrated_{mode}.dl1.h5"
+            assert run_step([paths[mode], "-o", outs[mode], "--write-images", "--overwrite", *extra])[0] == 0
+        for group in (IMAGES, PARAMETERS):
+            a, b = tel_tables(outs["dl0"], group), tel_tables(outs["r0"], group)
+            assert sorted(a) == sorted(b) and len(a) > 2
+            for tel in a:
+                assert_rows_equal(a[tel], b[tel], f"{group} {tel} {extra}")
 
 
 @pytest.mark.parametrize("kind", ["r0", "compact", "images"])

@@ -538,8 +538,6 @@ class Dl0ToDl1Step(Step):
         keep_waveforms = reduction is not None
 
         def prepare(batch, tel_id):  # a telescope's images and parameters, in the reader's threads
-            if settings[tel_id].extractor == "TwoPassWindowSum":  # its time fits draw from rng: in event order
-                return None
             calibration = _telescope_calibration(batch, tel_id, source.run_info, series or {})
             try:
                 return process_telescope_events(batch.tel[tel_id], cameras[tel_id], settings[tel_id], calibration,
@@ -549,9 +547,14 @@ class Dl0ToDl1Step(Step):
                 return None
 
         if isinstance(source, _DL0File):
-            # compact DL0 samples calibrated in the extractor's loop (the R1 never written out), with the
+            # TwoPassWindowSum's time fits draw from rng, so its batches are processed event by event, here.
+            # Compact DL0 samples are calibrated in the extractor's loop (the R1 never written out), with the
             # file's coefficients: those the batches carry when no calibration file replaces them
-            items = source.iter_batches(cfg["chunk_size"], prepare=prepare, raw_samples=series is None)
+            two_pass = any(s.extractor == "TwoPassWindowSum" for s in settings.values())
+            items = source.iter_batches(cfg["chunk_size"], prepare=None if two_pass else prepare,
+                                        raw_samples=series is None)
+            if two_pass:
+                items = ((batch, None) for batch in items)
         else:
             items = ((batch, None) for batch in source.iter_batches(cfg["chunk_size"]))
         n_events = 0
