@@ -704,6 +704,57 @@ def test_batch_tasks_are_taken_by_the_caller_and_fail_in_telescope_order():
     assert _BatchTasks(batch, {}, prepare=None).result() == {}
 
 
+def test_batch_tasks_run_each_telescope_once_with_two_threads():
+    """Both threads taking tasks of one batch: every telescope prepared once, all results there."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from iactpipe.io.dl0 import _BatchTasks
+
+    batch = SimpleNamespace(tel={t: None for t in range(40)})
+    calls = []
+
+    def prepare(b, tel_id):
+        calls.append((tel_id, threading.current_thread().name))
+        time.sleep(0.002)
+        return tel_id * 2
+
+    tasks = _BatchTasks(batch, {}, prepare)
+    worker = threading.Thread(target=tasks.run, name="other")
+    worker.start()
+    assert tasks.result() == {t: 2 * t for t in range(40)}
+    worker.join()
+    assert sorted(t for t, _ in calls) == list(range(40))
+    assert {name for _, name in calls} == {"other", threading.current_thread().name}
+
+
+def test_stopping_early_leaves_the_batch_read_ahead_undone(tmp_path, r0_file):
+    """A reader closed after its first batch does not prepare the telescopes of the batch it read ahead
+    (beyond the one its second thread had started); ``max_events`` stops the reading itself."""
+    import time
+
+    path = tmp_path / "compact.dl0.h5"
+    _write_compact(path, r0_file, 3)
+    calls = []
+
+    def prepare(batch, tel_id):
+        calls.append(int(batch.event_id[0]))
+        time.sleep(0.05)
+
+    with DL0Reader(path) as reader:
+        items = reader.iter_batches(4, decode_ahead=True, prepare=prepare)
+        first, _ = next(items)
+        items.close()
+        second = [c for c in calls if c != int(first.event_id[0])]
+        assert len(second) <= 1 and len(calls) == len(first.tel) + len(second)
+        assert sum(len(b) for b in reader.iter_batches(4, max_events=5)) == 8 < len(reader)
+        # counting only the events the wanted telescopes took part in (tel 1: the first column)
+        counts = np.cumsum([b.tels_with_trigger[:, 0].sum() for b in reader.iter_batches(4)])
+        read = list(reader.iter_batches(4, tel_ids=[1], max_events=2))
+        assert len(read) == int(np.searchsorted(counts, 2)) + 1 < len(counts)
+
+
 def test_row_aligned_arrays_need_an_event_table_and_its_company(tmp_path, r0_file):
     """Merge/split keep an array with its table: only for event tables, and never one without the other."""
     from iactpipe.io.filemerge import merge_files

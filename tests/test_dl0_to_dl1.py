@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -590,19 +591,22 @@ def test_compact_dl0_gives_the_dl1_of_its_r1(dl0_files, workdir):
                 assert_rows_equal(a[tel], b[tel], f"{group} {tel} {extra}")
 
 
-@pytest.mark.parametrize("kind", ["r0", "compact", "images"])
-def test_dl0_read_ahead_does_not_change_results(tmp_path, kind):
-    """DL0 HDF5: telescopes decoded and parametrised ahead, by either thread, give the DL1 of doing it
-    all in order in one thread, also for a batch cut short by --max-events."""
+@pytest.mark.parametrize(("kind", "option"), [("r0", None), ("compact", None), ("images", None),
+                                              ("compact", "allowed_tels"), ("r0", "calibration_file")])
+def test_dl0_read_ahead_does_not_change_results(tmp_path, monkeypatch, kind, option):
+    """DL0 HDF5: telescopes decoded and parametrised ahead, by either thread (--read-ahead), or in the
+    processing thread (--no-read-ahead), give the DL1 of `process_batch` on each whole batch; also for
+    a batch cut short by --max-events, with --allowed-tels and with a calibration file."""
     from iactpipe.image.calibration import calibrate_r1
+    from iactpipe.steps import dl0_to_dl1
     from iactpipe.steps.simulate import SimulateStep
 
     path = tmp_path / "sim.dl0.h5"
     args = ["--n-showers", "1500", "--seed", "3", "--telescopes", "1", "2", "5", "6", "7", "8", "9", "-o", str(path)]
     assert SimulateStep().main([*args, "--images-only" if kind == "images" else "--write-r0"]) == 0
+    with DL0Reader(path) as reader:
+        info, batches = reader.run_info, list(reader.iter_batches(40))
     if kind == "compact":
-        with DL0Reader(path) as reader:
-            info, batches = reader.run_info, list(reader.iter_batches(40))
         path = tmp_path / "compact.dl0.h5"
         with DL0Writer(path, info, mode="dl0") as writer:
             for batch in batches:
@@ -612,16 +616,29 @@ def test_dl0_read_ahead_does_not_change_results(tmp_path, kind):
                     te.pixel_status = None
                 writer.write(batch)
             writer.close(info.shower_distribution)
+    extra = {None: [], "allowed_tels": ["--allowed-tels", "1", "5", "8"]}.get(option)
+    if option == "calibration_file":  # the file's own coefficients, scaled: the images change
+        scaled = {t: replace(c, dc_to_pe=c.dc_to_pe * np.float32(1.1)) for t, c in info.calibration.items()}
+        write_calibration_coefficients(tmp_path / "coefficients.h5", info.obs_id, scaled)
+        extra = ["--calibration-file", tmp_path / "coefficients.h5"]
     outs = {}
-    for mode in ("--read-ahead", "--no-read-ahead"):
-        outs[mode] = tmp_path / f"{mode[2:]}.dl1.h5"
-        args = [path, "-o", outs[mode], "--write-images", "--chunk-size", "5", "--max-events", "17"]
-        assert run_step([*args, mode])[0] == 0
+    for mode in ("--read-ahead", "--no-read-ahead", "process_batch"):
+        outs[mode] = tmp_path / f"{mode.strip('-')}.dl1.h5"
+        args = [path, "-o", outs[mode], "--write-images", "--chunk-size", "5", "--max-events", "17", *extra]
+        with monkeypatch.context() as patch:
+            if mode == "process_batch":  # batches read without anything prepared: process_batch does it all
+                iter_batches = dl0_to_dl1._DL0File.iter_batches
+                patch.setattr(dl0_to_dl1._DL0File, "iter_batches", lambda self, size, prepare=None, raw_samples=False: (
+                    (batch, None) for batch in iter_batches(self, size, raw_samples=raw_samples)))
+            assert run_step([*args, "--no-read-ahead" if mode == "process_batch" else mode])[0] == 0
     for group in (IMAGES, PARAMETERS):
-        a, b = tel_tables(outs["--read-ahead"], group), tel_tables(outs["--no-read-ahead"], group)
-        assert sorted(a) == sorted(b) and len(a) > 2
-        for tel in a:
-            assert_rows_equal(a[tel], b[tel], f"{group} {tel}")
+        ref = tel_tables(outs["process_batch"], group)
+        assert len(ref) > 2 and (option != "allowed_tels" or sorted(ref) == ["tel_001", "tel_005", "tel_008"])
+        for mode in ("--read-ahead", "--no-read-ahead"):
+            ours = tel_tables(outs[mode], group)
+            assert sorted(ours) == sorted(ref)
+            for tel in ref:
+                assert_rows_equal(ours[tel], ref[tel], f"{group} {tel} {mode}")
     with tables.open_file(outs["--read-ahead"]) as h5:
         assert h5.root.dl1.event.subarray.trigger.nrows == 17
 

@@ -57,6 +57,7 @@ __all__ = [
     "process_telescope_events",
     "process_batch",
     "batch_images",
+    "telescope_images",
     "finish_batch",
     "fit_timing_in_event_order",
     "event_positions",
@@ -473,7 +474,8 @@ def _waveforms_to_images(events, camera, settings, calibration, recalibrate, rng
             # no gain channel stored: the pixel was not read out (ctapipe's disabled pixels)
             off = (np.asarray(events.pixel_status) & _GAIN_STORED_BITS) == 0
             flags = flags | off[:, np.newaxis, :]
-        if r1 is None and events.samples is not None:  # compact DL0: raw samples of the selected gain
+        if r1 is None and events.samples is not None:  # compact DL0: raw samples of the selected gain,
+            # calibrated with ``calibration``'s coefficients ((n_gains, n_pixels): one set for the chunk)
             if calibration is None:
                 raise ValueError(f"tel {events.tel_id}: raw samples need calibration coefficients")
             pedestal, dc_to_pe = calibration.pedestal_per_sample, calibration.dc_to_pe
@@ -703,12 +705,19 @@ def batch_images(batch, cameras, settings, calibrations=None, recalibrate=False,
     if any(settings[tel_id].extractor == "TwoPassWindowSum" for tel_id in batch.tel):
         return None
     return {
-        tel_id: process_telescope_events(
-            batch.tel[tel_id], cameras[tel_id], settings[tel_id], calibrations.get(tel_id), None, recalibrate,
-            fit_timing=False, keep_waveforms=keep_waveforms,
-        )
+        tel_id: telescope_images(batch.tel[tel_id], cameras[tel_id], settings[tel_id], calibrations.get(tel_id),
+                                 recalibrate, keep_waveforms)
         for tel_id in sorted(batch.tel)
     }
+
+
+def telescope_images(events, camera, settings, calibration=None, recalibrate=False, keep_waveforms=False):
+    """`batch_images` of one telescope (any thread may run it, in any order): its `TelescopeDL1` without
+    timing fits and quality flags.  Not for TwoPassWindowSum, whose fits draw random numbers."""
+    if settings.extractor == "TwoPassWindowSum":
+        raise ValueError("TwoPassWindowSum draws from the generator: process its events in order (process_batch)")
+    return process_telescope_events(events, camera, settings, calibration, None, recalibrate, fit_timing=False,
+                                    keep_waveforms=keep_waveforms)
 
 
 def finish_batch(batch, results, cameras, settings, rng=None):

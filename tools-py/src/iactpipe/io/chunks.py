@@ -24,14 +24,12 @@ import tables
 from llvmlite import binding as llvm_binding
 
 from ..errors import DataError
-from ._fletcher32 import fletcher32
 from ._row_decode import BLOSC_SYMBOL, ROW_PROBLEMS, decode_rows
 
 __all__ = ["RowChunkReader", "blosc_decompress"]
 
 #: filter pipelines (in HDF5's order) whose chunks are decoded here
 _DIRECT_PIPELINES = {(), ("fletcher32",), ("blosc",), ("blosc", "fletcher32")}
-_BLOSC_HEADER = 16  # bytes of a blosc frame's header: version, flags, typesize, nbytes, blocksize, cbytes
 
 
 def _pipeline(node):
@@ -60,7 +58,6 @@ def _pread_into(fd, buffer, offset):
     return len(data)
 
 
-@cache
 def blosc_decompress():
     """``decompress(frame, n_bytes, out)``: c-blosc2's ``blosc2_decompress`` of the blosc frame at the
     start of the contiguous uint8 array ``frame`` (``n_bytes`` of it) into the contiguous uint8 array
@@ -68,9 +65,22 @@ def blosc_decompress():
 
     Through ctypes, from the copy of c-blosc2 that the blosc2 wheel (a PyTables dependency)
     ships for C users, after it decoded a known frame; None where that copy is not found or
-    fails (the arrays are then read through PyTables).  (The blosc2 module is not used: it
-    takes ~0.2 s to import, and crashed on some corrupt frames.)
+    fails (blosc-compressed arrays are then read through PyTables).  (The blosc2 module is not
+    used: it takes ~0.2 s to import, and crashed on some corrupt frames.)
     """
+    return _load_c_blosc2()
+
+
+#: what `decode_rows` calls where c-blosc2 is not found (it then decodes no blosc frame): fails every call
+_NO_BLOSC = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32)(
+    lambda *args: -1
+)
+
+
+@cache
+def _load_c_blosc2():
+    """`blosc_decompress`'s function, once per process; registers the address `decode_rows` calls by name
+    (c-blosc2's, else `_NO_BLOSC`) before that kernel is compiled or loaded from numba's cache."""
     spec = importlib.util.find_spec("blosc2")
     folders = list(spec.submodule_search_locations or ()) if spec is not None else []
     name = {"linux": "libblosc2.so", "darwin": "libblosc2.dylib"}.get(sys.platform, "libblosc2.dll")
@@ -97,35 +107,29 @@ def blosc_decompress():
         expected = ((np.arange(256, dtype=np.uint16) % 17) * 3).view(np.uint8)
         frame = np.frombuffer(_PROBE_FRAME, np.uint8)
         if decompress(frame, frame.size, probe) == probe.size and np.array_equal(probe, expected):
-            # the name `decode_rows` calls it by (before that kernel is compiled or loaded from the cache)
             llvm_binding.add_symbol(BLOSC_SYMBOL, ctypes.cast(function, ctypes.c_void_p).value)
             return decompress
+    llvm_binding.add_symbol(BLOSC_SYMBOL, ctypes.cast(_NO_BLOSC, ctypes.c_void_p).value)
     return None
 
 
 @cache
 def _hdf5_chunk_iter():
-    """``H5Dchunk_iter`` (HDF5 ≥ 1.14) of the HDF5 library PyTables loaded, through ctypes; None where it
-    cannot be found (the chunks are then located one by one with ``Leaf.chunk_info``)."""
+    """``H5Dchunk_iter`` (HDF5 ≥ 1.14) of the HDF5 library PyTables uses, through ctypes: looked up from
+    PyTables' extension module, so in the libraries it was linked with (not another copy of HDF5 the
+    process may hold, e.g. h5py's); None where it is not found (chunks are then located one by one
+    with ``Leaf.chunk_info``)."""
     try:
-        with open("/proc/self/maps") as maps:  # the library this process loaded (Linux)
-            paths = sorted({line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6})
-    except OSError:
+        from tables import hdf5extension
+
+        function = ctypes.CDLL(hdf5extension.__file__).H5Dchunk_iter
+    except (ImportError, OSError, AttributeError):
         return None
-    for path in paths:
-        name = Path(path).name
-        if not name.startswith("libhdf5") or name.startswith("libhdf5_"):
-            continue
-        try:
-            function = ctypes.CDLL(path).H5Dchunk_iter
-        except (OSError, AttributeError):
-            continue
-        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_uint64), ctypes.c_uint,
-                                         ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p)
-        function.argtypes = [ctypes.c_int64, ctypes.c_int64, callback_type, ctypes.c_void_p]
-        function.restype = ctypes.c_int
-        return function, callback_type
-    return None
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_uint64), ctypes.c_uint,
+                                     ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p)
+    function.argtypes = [ctypes.c_int64, ctypes.c_int64, callback_type, ctypes.c_void_p]
+    function.restype = ctypes.c_int
+    return function, callback_type
 
 
 def _chunk_index(node):
@@ -151,7 +155,12 @@ def _chunk_index(node):
     try:
         if function(node._v_objectid, 0, callback_type(visit), None) < 0 or bad:
             return None
-    except (ctypes.ArgumentError, AttributeError):
+        written = np.flatnonzero(index[0] >= 0)
+        for row in {int(written[0]), int(written[-1])} if len(written) else ():  # as HDF5 says one by one
+            info = node.chunk_info((row,) + (0,) * (node.ndim - 1))
+            if (info.offset, info.size, info.filter_mask) != tuple(int(v) for v in index[:, row]):
+                return None
+    except (ctypes.ArgumentError, AttributeError, tables.HDF5ExtError):
         return None
     return index
 
@@ -172,7 +181,7 @@ class RowChunkReader:
         self.node, self.file_name = node, file_name
         self.path = node._v_pathname
         self.direct = False
-        self._fd, self._fd_lock = None, threading.Lock()
+        self._fd, self._fd_lock, self._closed = None, threading.Lock(), False
         is_table = isinstance(node, tables.Table)
         if (not (is_table or isinstance(node, tables.Array)) or node.chunkshape is None
                 or not hasattr(node, "read_chunk")):  # PyTables < 3.10 has no direct chunk access
@@ -191,7 +200,6 @@ class RowChunkReader:
         self.blosc_bit = 1 << pipeline.index("blosc") if "blosc" in pipeline else 0
         self._zeros = (0,) * (len(shape) - 1)
         self._fill = np.zeros((), dtype) if is_table else np.asarray(node.atom.dflt, dtype)
-        self._decode = blosc_decompress() if self.blosc_bit else None
         # the file's bytes are read directly only from files opened read-only (written ones may not be flushed)
         self._by_offset = None if node._v_file.mode == "r" else False  # None: decided at the first chunk read
         self._index = None  # (offset, size, filter mask) of each row's chunk (`_chunk_index`), or False
@@ -265,6 +273,8 @@ class RowChunkReader:
         """Read the file at ``offset`` into the uint8 array ``buffer``; returns the bytes read (fewer where the
         file ends)."""
         with self._fd_lock:
+            if self._closed:
+                raise OSError(f"{self.path}: read after its reader was closed")
             if self._fd is None:
                 self._fd = os.open(self.node._v_file.filename, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             fd = self._fd
@@ -278,8 +288,9 @@ class RowChunkReader:
         return n_read
 
     def close(self):
-        """Close the file descriptor the direct reads use (reopened if needed)."""
+        """Close the file descriptor the direct reads use; no read after this."""
         with self._fd_lock:
+            self._closed = True
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
@@ -305,11 +316,7 @@ class RowChunkReader:
         if not present:
             return out
         data, starts, sizes, skipped = self._gather(chunks, present, start)
-        if blosc_decompress() is None:  # (only for pipelines without blosc) decoded row by row
-            for k, i in enumerate(present):
-                raw = data[starts[k]:starts[k] + sizes[k]]
-                self._decode_row((raw, skipped[k]), start + i, flat[i])
-            return out
+        _load_c_blosc2()  # the kernel's c-blosc2 symbol
         status = np.empty(len(present), np.uint8)
         targets = np.asarray(present, dtype=np.int64)
         decode_rows(data, starts, sizes, skipped, targets, self.checked, bool(self.blosc_bit), flat, status)
@@ -341,7 +348,11 @@ class RowChunkReader:
                    and chunks[present[end]][0] == chunks[present[end - 1]][0] + chunks[present[end - 1]][1]):
                 end += 1
             first, n_bytes = starts[k], int(starts[end - 1] + sizes[end - 1] - starts[k])
-            if self._pread_into(data[first:first + n_bytes], chunk[0]) < n_bytes:
+            try:
+                n_read = self._pread_into(data[first:first + n_bytes], chunk[0])
+            except OSError as err:
+                self._corrupt(start + present[k], f"cannot read its chunk ({err.strerror or err})")
+            if n_read < n_bytes:
                 for j in range(k, end):  # the first chunk the file does not hold in full
                     at = chunks[present[j]][0] + chunks[present[j]][1]
                     if at > self._file_size():
@@ -353,30 +364,6 @@ class RowChunkReader:
 
     def _file_size(self):
         return os.fstat(self._fd).st_size
-
-    def _decode_row(self, chunk, row, out):
-        if chunk is None:
-            out[:] = np.full(self.row_shape, self._fill, self.dtype).reshape(-1).view(np.uint8)
-            return
-        raw, skipped = chunk
-        n_bytes = len(raw)
-        if self.checked:
-            n_bytes -= 4
-            if n_bytes < 0:
-                self._corrupt(row, "shorter than its checksum")
-            if int(fletcher32(raw[:n_bytes])) != int.from_bytes(raw[n_bytes:].tobytes(), "little"):
-                self._corrupt(row, "fletcher32 checksum mismatch")
-        if self.blosc_bit and not skipped:
-            header = raw[:_BLOSC_HEADER].tobytes() if n_bytes >= _BLOSC_HEADER else bytes(_BLOSC_HEADER)
-            if (int.from_bytes(header[4:8], "little") != self.row_bytes
-                    or int.from_bytes(header[12:16], "little") != n_bytes):
-                self._corrupt(row, "not a blosc frame of one row")
-            if self._decode(raw, n_bytes, out) != self.row_bytes:
-                self._corrupt(row, "blosc cannot decompress it")
-        elif n_bytes == self.row_bytes:
-            out[:] = raw[:n_bytes]
-        else:
-            self._corrupt(row, f"{n_bytes} bytes stored, a row has {self.row_bytes}")
 
     def _blosc_skipped(self, row):
         """HDF5 stores a chunk unfiltered when blosc fails on it (an optional filter)."""

@@ -513,7 +513,8 @@ def _set_r1(te, reader, raw, start, calibration):
 class _BatchTasks:
     """A batch's per-telescope work (decode its compact samples, then ``prepare(batch, tel_id)``),
     done by whichever thread takes a task first: the read-ahead thread, or the caller's thread
-    when it needs the batch before that thread is through (`result`)."""
+    when it needs the batch before that thread is through (`result`).  `cancel` leaves the
+    tasks no thread has taken undone (the caller stopped reading)."""
 
     def __init__(self, batch, jobs, prepare):
         self.batch, self.prepare = batch, prepare
@@ -542,12 +543,26 @@ class _BatchTasks:
                     job()
                 if self.prepare is not None:
                     self.results[tel_id] = self.prepare(self.batch, tel_id)
-            except BaseException as err:  # raised again by `result`, in the caller's thread
+            except Exception as err:  # raised again by `result`, in the caller's thread
                 self.errors[tel_id] = err
-            with self._lock:
-                self._finished += 1
-                if self._finished == len(self.tel_ids):
-                    self._done.set()
+            except BaseException:  # e.g. KeyboardInterrupt in the caller's thread: take no more tasks
+                self.cancel()
+                raise
+            finally:
+                self._count_done(1)
+
+    def cancel(self):
+        """Take no more tasks (those running finish)."""
+        with self._lock:
+            untaken = len(self.tel_ids) - self._next
+            self._next = len(self.tel_ids)
+        self._count_done(untaken)
+
+    def _count_done(self, n):
+        with self._lock:
+            self._finished += n
+            if self._finished == len(self.tel_ids):
+                self._done.set()
 
     def result(self):
         """``{tel_id: prepare(batch, tel_id)}`` once every task is done (helping with those not yet
@@ -708,7 +723,8 @@ class DL0Reader:
             reader = self._chunk_readers[node._v_pathname] = RowChunkReader(node, self.path)
         return reader
 
-    def iter_batches(self, batch_size=1000, tel_ids=None, decode_ahead=False, prepare=None, raw_samples=False):
+    def iter_batches(self, batch_size=1000, tel_ids=None, decode_ahead=False, prepare=None, raw_samples=False,
+                     max_events=None):
         """Yield EventBatch objects of at most ``batch_size`` array events, in file order.
 
         ``tel_ids``: read the telescope data of only these telescopes (``tels_with_trigger``
@@ -719,14 +735,17 @@ class DL0Reader:
         telescope by telescope, while the caller works on this batch; the caller's thread takes
         the telescopes that thread has not reached when it asks for the batch.  The HDF5 reads stay
         in the caller's thread (HDF5 is not thread-safe).  Up to three batches are then held at
-        once (the caller's, the one being decoded, the one read next).  ``raw_samples``: compact DL0
+        once (the caller's, the one being decoded, the one read next); when the caller stops
+        reading, the telescopes not yet taken are left undone.  ``raw_samples``: compact DL0
         telescopes get their decoded samples in ``samples`` (``r1`` None), for the caller to calibrate
         with ``run_info.calibration`` (e.g. `~iactpipe.image.extraction.neighbor_peak_window_sum_selected`).
+        ``max_events``: read no batch after the one that brings the array events in which one of the
+        ``tel_ids`` took part to that number (the caller cuts that batch).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
         batches = (_BatchTasks(batch, jobs, prepare)
-                   for batch, jobs in self._read_batches(batch_size, tel_ids, raw_samples))
+                   for batch, jobs in self._read_batches(batch_size, tel_ids, raw_samples, max_events))
 
         def output(tasks):
             results = tasks.result()
@@ -737,16 +756,20 @@ class DL0Reader:
                 yield output(tasks)
             return
         with ThreadPoolExecutor(1, thread_name_prefix="dl0-decode") as pool:
-            previous = None
-            for tasks in batches:
-                pool.submit(tasks.run)
-                if previous is not None:
-                    yield output(previous)
-                previous = tasks
-            if previous is not None:
-                yield output(previous)
+            pending = []  # submitted, not yet yielded
+            try:
+                for tasks in batches:
+                    pool.submit(tasks.run)
+                    pending.append(tasks)
+                    if len(pending) > 1:
+                        yield output(pending.pop(0))
+                while pending:
+                    yield output(pending.pop(0))
+            finally:  # the caller stopped early, or an error: leave the batch read ahead undone
+                for tasks in pending:
+                    tasks.cancel()
 
-    def _read_batches(self, batch_size, tel_ids, raw_samples=False):
+    def _read_batches(self, batch_size, tel_ids, raw_samples=False, max_events=None):
         """(EventBatch, jobs) of the file, in order: the jobs (tel_id -> callable, no HDF5 calls) fill in
         the compact samples' R1."""
         h5 = self.h5
@@ -764,13 +787,18 @@ class DL0Reader:
         cursor = {t: 0 for t in all_tel_ids}
         waveform_cursor = {}  # reduced DL0: next kept-waveform row per telescope
         tel_cursor = 0
+        wanted_columns = np.array([t in wanted for t in all_tel_ids])
+        n_wanted_events = 0  # array events read in which a wanted telescope took part
         for start in range(0, trigger.nrows, batch_size):
+            if max_events is not None and n_wanted_events >= max_events:
+                return
             stop = min(start + batch_size, trigger.nrows)
             trig = trigger.read(start=start, stop=stop)
             mask = trig["tels_with_trigger"]
             if mask.shape[1] != len(all_tel_ids):
                 raise DataError(f"{self.path}: tels_with_trigger has {mask.shape[1]} entries, "
                                 f"the subarray {len(all_tel_ids)} telescopes")
+            n_wanted_events += int(np.count_nonzero(mask[:, wanted_columns].any(axis=1)))
             n_tel_rows = int(mask.sum())
             tt = tel_trigger.read(start=tel_cursor, stop=tel_cursor + n_tel_rows)
             if len(tt) != n_tel_rows:

@@ -32,8 +32,8 @@ from ..image.processor import (
     event_positions,
     finish_batch,
     process_batch,
-    process_telescope_events,
     settings_for_type,
+    telescope_images,
 )
 from ..io.dl0 import DL0Reader, DL0Writer, r1_from_kept_samples, selected_gain_samples
 from ..io.dl1 import DL1Writer, coefficients_at, read_calibration_coefficients
@@ -137,7 +137,7 @@ class _DL0File:
         # reads only these telescopes
         ahead = self.read_ahead and (prepare is not None or self.reader.kind == "dl0")
         items = self.reader.iter_batches(batch_size, tel_ids=tel_ids, decode_ahead=ahead, prepare=prepare,
-                                         raw_samples=raw_samples)
+                                         raw_samples=raw_samples, max_events=self.max_events)
         for item in items:
             batch, prepared = item if prepare is not None else (item, None)
             if self._columns is not None:  # drops array events without rows of the selected telescopes
@@ -540,16 +540,16 @@ class Dl0ToDl1Step(Step):
         def prepare(batch, tel_id):  # a telescope's images and parameters, in the reader's threads
             calibration = _telescope_calibration(batch, tel_id, source.run_info, series or {})
             try:
-                return process_telescope_events(batch.tel[tel_id], cameras[tel_id], settings[tel_id], calibration,
-                                                recalibrate=recalibrate, fit_timing=False,
-                                                keep_waveforms=keep_waveforms)
+                return telescope_images(batch.tel[tel_id], cameras[tel_id], settings[tel_id], calibration, recalibrate,
+                                        keep_waveforms)
             except ValueError:  # raised again, and reported, where process_batch computes them
                 return None
 
         if isinstance(source, _DL0File):
             # TwoPassWindowSum's time fits draw from rng, so its batches are processed event by event, here.
-            # Compact DL0 samples are calibrated in the extractor's loop (the R1 never written out), with the
-            # file's coefficients: those the batches carry when no calibration file replaces them
+            # Compact DL0 samples are calibrated in the extractor's loop (the R1 never written out) with the
+            # coefficients given to the processor: DL0Reader batches carry none of their own, so these are
+            # the file's, unless a calibration file replaces them (then the reader calibrates, as before)
             two_pass = any(s.extractor == "TwoPassWindowSum" for s in settings.values())
             items = source.iter_batches(cfg["chunk_size"], prepare=None if two_pass else prepare,
                                         raw_samples=series is None)
