@@ -404,9 +404,8 @@ def test_compact_dl0_raw_samples_give_the_dl1_of_their_r1(tmp_path, r0_file, dec
     """``raw_samples``: the stored samples instead of the R1; process_telescope_events then
     calibrates them itself (in NeighborPeakWindowSum's loop, or first for other extractors and for
     ``keep_waveforms``) and gives the same DL1, bit for bit."""
-    from dataclasses import fields
-
     from iactpipe.image.processor import CameraSetup, ImageSettings, process_telescope_events
+    from test_reduced_dl0 import assert_same_telescope_dl1
 
     path = tmp_path / "compact.dl0.h5"
     batches, _ = _write_compact(path, r0_file, 3)
@@ -432,14 +431,7 @@ def test_compact_dl0_raw_samples_give_the_dl1_of_their_r1(tmp_path, r0_file, dec
                                              np.random.default_rng(0), keep_waveforms=keep)
                 b = process_telescope_events(other.tel[tel_id], camera, settings, info.calibration[tel_id],
                                              np.random.default_rng(0), keep_waveforms=keep)
-                for field in fields(a):
-                    x, y = getattr(a, field.name), getattr(b, field.name)
-                    if isinstance(x, dict):
-                        assert x.keys() == y.keys()
-                        for key in x:
-                            np.testing.assert_array_equal(x[key], y[key], err_msg=f"{field.name} {key}")
-                    else:
-                        np.testing.assert_array_equal(x, y, err_msg=field.name)
+                assert_same_telescope_dl1(a, b)
                 assert (a.r1 is not None) is keep
 
 

@@ -748,6 +748,17 @@ def _neighbor_peak_event(
     _window_sums(wf, n_samples, peaks, width, shift, sampling_rate_ghz, correction, selected, image, peak_time)
 
 
+@njit(inline="always", **KERNEL_OPTIONS)
+def _broken_row(broken, event):
+    """The broken-pixel flags of ``event`` ((1 or n_events, n_pixels): one row for all, or one per event)
+    and whether any is set."""
+    row = broken[event if broken.shape[0] > 1 else 0]
+    any_broken = False
+    for pixel in range(row.shape[0]):
+        any_broken |= row[pixel]
+    return row, any_broken
+
+
 @njit(**KERNEL_OPTIONS)
 def _neighbor_peak_events(
     first, last, waveforms, selected, indptr, indices, table, fast, local_weight, broken, width, shift,
@@ -767,10 +778,7 @@ def _neighbor_peak_events(
                 for sample in range(n_samples):
                     buf[pixel, sample] = wf[pixel, sample]
         if event == first or broken.shape[0] > 1:
-            event_broken = broken[event if broken.shape[0] > 1 else 0]
-            any_broken = False
-            for pixel in range(n_pixels):
-                any_broken |= event_broken[pixel]
+            event_broken, any_broken = _broken_row(broken, event)
         _neighbor_peak_event(
             wf, n_samples, buf, fast, check, table, event_table, indptr, indices, local_weight, event_broken,
             any_broken, width, shift, sampling_rate_ghz, correction, selected[event], image[event], peak_time[event],
@@ -836,10 +844,7 @@ def _selected_neighbor_peak_events(
         event_selected = selected[event]
         _calibrate_selected_event(samples[event], event_selected, pedestal, factor, calib_shift, buf)
         if event == 0 or broken.shape[0] > 1:
-            event_broken = broken[event if broken.shape[0] > 1 else 0]
-            any_broken = False
-            for pixel in range(n_pixels):
-                any_broken |= event_broken[pixel]
+            event_broken, any_broken = _broken_row(broken, event)
         _neighbor_peak_event(
             buf, n_samples, buf, fast, check, table, event_table, indptr, indices, local_weight, event_broken,
             any_broken, width, shift, sampling_rate_ghz, correction, event_selected, image[event], peak_time[event],
